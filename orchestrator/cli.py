@@ -1,0 +1,228 @@
+"""The `orchestrator` command line. Argument parsing and printing only; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from orchestrator import __version__
+from orchestrator.client import (
+    ChatContinuation,
+    CodexClient,
+    CodexError,
+    CodexTurnInactiveError,
+    ConversationStep,
+    ServerRequest,
+    ThreadOptions,
+)
+from orchestrator.logs import configure_logging
+from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
+from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
+from orchestrator.scripted import main as scripted_provider_main
+from orchestrator.scripted.home import write_codex_home
+from orchestrator.transport.stdio import find_codex
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="Drive OpenAI Codex app-server agent jobs."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="talk to an app-server from the terminal",
+        description="Run one or more turns on one thread and print each completed step.",
+    )
+    chat.add_argument("--transport", choices=["stdio", "websocket"], default="stdio")
+    chat.add_argument("--cmd", help="app-server command (stdio); default CODEX_APP_SERVER_CMD")
+    chat.add_argument("--url", help="websocket URL; default CODEX_APP_SERVER_WS_URL")
+    chat.add_argument("--token", help="websocket bearer token; default CODEX_APP_SERVER_TOKEN")
+    chat.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="a turn's text (repeat for several turns); without it, one prompt per stdin line",
+    )
+    chat.add_argument(
+        "--inactivity-timeout", type=float, help="seconds without an event before acting"
+    )
+    chat.add_argument(
+        "--cancel-on-timeout",
+        action="store_true",
+        help="interrupt a turn that times out (default: keep waiting)",
+    )
+    chat.add_argument(
+        "--show-data", action="store_true", help="print each step's item JSON as well"
+    )
+    chat.add_argument("--cwd", help="the thread's working directory")
+    chat.add_argument("--model", help="the thread's model")
+    chat.add_argument("--sandbox", help="read-only | workspace-write | danger-full-access")
+    chat.add_argument("--approval-policy", help="never | on-request | untrusted ...")
+    chat.add_argument(
+        "--approve",
+        choices=["accept", "decline", "cancel"],
+        default="decline",
+        help="answer to command and file-change approval requests (default decline)",
+    )
+    chat.add_argument(
+        "--offline",
+        action="store_true",
+        help="run codex against the built-in scripted model (no network, no credentials)",
+    )
+    chat.add_argument("--log-format", choices=["console", "json"], default=None)
+
+    provider = commands.add_parser(
+        "scripted-provider",
+        help="serve the scripted model provider on 127.0.0.1",
+        add_help=False,
+    )
+    provider.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `orchestrator` command."""
+    args = build_parser().parse_args(argv)
+    if args.command == "scripted-provider":
+        return scripted_provider_main(args.rest)
+    configure_logging(args.log_format if args.command == "chat" else None)
+    if args.command == "chat":
+        prompts = list(args.prompt)
+        if not prompts:
+            prompts = [line.strip() for line in sys.stdin if line.strip()]
+        if not prompts:
+            print("orchestrator chat: no prompt given (--prompt or stdin)", file=sys.stderr)
+            return EXIT_USAGE
+        if args.transport == "websocket" and args.offline:
+            print("orchestrator chat: --offline runs codex over stdio", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            return trio.run(_chat, args, prompts)
+        except CodexError as exc:
+            print(f"orchestrator chat: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+@asynccontextmanager
+async def _connect(args: argparse.Namespace) -> AsyncIterator[CodexClient]:
+    options: dict[str, Any] = {"approval_handler": _approval_answerer(args.approve)}
+    if args.transport == "websocket":
+        async with CodexClient.connect_websocket(args.url, token=args.token, **options) as client:
+            yield client
+        return
+    if not args.offline:
+        async with CodexClient.connect_stdio(args.cmd, **options) as client:
+            yield client
+        return
+    async with open_scripted_provider() as provider:
+        with tempfile.TemporaryDirectory(prefix="codex-home-") as home:
+            env = write_codex_home(Path(home), base_url=provider.base_url)
+            command = [find_codex(), *SCRIPTED_APP_SERVER_ARGS]
+            async with CodexClient.connect_stdio(command, env=env, **options) as client:
+                yield client
+
+
+def _approval_answerer(decision: str) -> Any:
+    async def answer(request: ServerRequest) -> dict[str, Any] | None:
+        await trio.lowlevel.checkpoint()
+        if request.method in APPROVAL_METHODS:
+            print(f"[approval] {request.method}: {decision}", flush=True)
+            try:
+                return decision_result(request.method, decision)
+            except ValueError:
+                return None
+        return None  # anything else: the default refusal
+
+    return answer
+
+
+async def _chat(args: argparse.Namespace, prompts: Sequence[str]) -> int:
+    options = ThreadOptions(
+        cwd=args.cwd,
+        model=args.model,
+        sandbox=args.sandbox,
+        approval_policy=args.approval_policy,
+    )
+    out = sys.stdout
+    all_completed = True
+    async with _connect(args) as client:
+        thread_id: str | None = None
+        for prompt in prompts:
+            print(f"\n>>> {prompt}", file=out, flush=True)
+            stream = client.chat(
+                prompt,
+                thread_id=thread_id,
+                thread_options=options,
+                inactivity_timeout=args.inactivity_timeout,
+            )
+            status = await _print_turn(client, stream, args, out)
+            thread_id = stream.thread_id
+            all_completed = all_completed and status == "completed"
+    return EXIT_OK if all_completed else EXIT_FAILED
+
+
+async def _print_turn(
+    client: CodexClient, stream: Any, args: argparse.Namespace, out: TextIO
+) -> str:
+    """Print the turn's steps as they complete, resuming or cancelling on inactivity."""
+    continuation: ChatContinuation | None = None
+    while True:
+        try:
+            async for step in stream:
+                _print_step(step, show_data=args.show_data, out=out)
+            break
+        except CodexTurnInactiveError as exc:
+            continuation = exc.continuation
+            if args.cancel_on_timeout:
+                print(f"[inactive for {args.inactivity_timeout} s: cancelling]", file=out)
+                cancelled = await client.cancel(continuation)
+                for step in cancelled.steps:
+                    _print_step(step, show_data=args.show_data, out=out)
+                print(f"[turn {cancelled.status}]", file=out, flush=True)
+                return cancelled.status or "interrupted"
+            print(f"[inactive for {args.inactivity_timeout} s: still waiting]", file=out)
+            stream = client.chat(
+                continuation=continuation, inactivity_timeout=args.inactivity_timeout
+            )
+    result = await stream.result()
+    summary = f"[turn {result.status}"
+    if result.usage is not None:
+        summary += f" · {result.usage.total_tokens} tokens"
+    if result.continuations:
+        summary += f" · {result.continuations} continuations"
+    if result.error_message:
+        summary += f" · error: {result.error_message}"
+    print(summary + "]", file=out, flush=True)
+    return result.status
+
+
+def _print_step(step: ConversationStep, *, show_data: bool, out: TextIO) -> None:
+    label = step.step_type
+    if step.step_type == "exec":
+        command = step.data.get("command") or ""
+        exit_code = step.data.get("exitCode")
+        label += f" · {command} · exit {exit_code} · {step.data.get('status')}"
+    print(f"--- {label} ---", file=out)
+    if step.text:
+        print(step.text.rstrip("\n"), file=out)
+    if show_data:
+        print(json.dumps(step.data, indent=2, ensure_ascii=False), file=out)
+    out.flush()

@@ -1,0 +1,104 @@
+"""Every exception the orchestrator raises.
+
+    CodexError
+    ├── CodexTransportError          the peer is gone: EOF, exit status, close reason, stderr tail
+    │   └── CodexMessageTooLargeError    a message over the size limit; the connection is closed
+    ├── CodexTimeoutError            a request or a wait ran out of time
+    │   └── CodexTurnInactiveError       a turn was silent too long; carries a continuation
+    └── CodexProtocolError           the peer answered with a JSON-RPC error, or sent garbage
+        └── CodexOverloadedError         -32001: server overloaded, still so after our retries
+    ConfigError                      a task or config file is wrong: file, line, key, what
+
+"The peer refused" (`CodexProtocolError` with the peer's code) is kept apart from "the peer is
+gone" (`CodexTransportError`). Bugs in this package are not wrapped: they crash loudly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.models import ChatContinuation, ConversationStep
+
+
+class CodexError(Exception):
+    """Base of every error raised while talking to a Codex app-server."""
+
+
+class CodexTransportError(CodexError):
+    """The connection to the app-server is gone or unusable.
+
+    Attributes:
+        exit_status: the process's exit status (stdio), if it exited.
+        close_reason: the websocket close code and reason, if it closed.
+        stderr_tail: the last lines the process wrote to stderr (stdio).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_status: int | None = None,
+        close_reason: str | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.exit_status = exit_status
+        self.close_reason = close_reason
+        self.stderr_tail = stderr_tail
+        full = message
+        if stderr_tail:
+            full += "\n--- app-server stderr (tail) ---\n" + stderr_tail.rstrip("\n")
+        super().__init__(full)
+        self.message = message
+
+
+class CodexMessageTooLargeError(CodexTransportError):
+    """The peer sent (or we tried to send) a message over the size limit."""
+
+
+class CodexTimeoutError(CodexError):
+    """A request, or a wait for an event, ran out of time."""
+
+
+class CodexTurnInactiveError(CodexTimeoutError):
+    """A turn produced no event for `inactivity_timeout` seconds.
+
+    `continuation` resumes the same running turn with nothing lost or repeated;
+    `steps` are the completed steps that `chat_once` had buffered before the timeout.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        continuation: ChatContinuation,
+        steps: tuple[ConversationStep, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.continuation = continuation
+        self.steps = steps
+
+
+class CodexProtocolError(CodexError):
+    """The peer answered with a JSON-RPC error, or sent something we cannot use.
+
+    `code` is the JSON-RPC error code (None when the peer sent garbage rather than an error).
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message if code is None else f"{message} (code {code})")
+        self.message = message
+        self.code = code
+        self.data = data
+
+
+class CodexOverloadedError(CodexProtocolError):
+    """The server kept answering -32001 (overloaded) after every retry."""
+
+
+class ConfigError(Exception):
+    """A task or config file is invalid. The message says `file:line: key: what is wrong`."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)

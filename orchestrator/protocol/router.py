@@ -1,0 +1,172 @@
+"""Routing of notifications and server requests to turns, by `threadId`/`turnId`.
+
+Several threads run turns on one connection at once and their events interleave. Events of a
+turn can arrive before the `turn/start` response names it, so a notification for an unknown
+turn on a *watched* thread (one a caller is working on) creates that turn's tracker on the spot.
+Everything else is unrouted: kept in a small ring for diagnostics, never accumulated.
+
+Nothing here grows with the number of turns served: trackers leave when their turn is done and
+nobody reads them; finished-but-unread turns are kept for late readers in a bounded LRU.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+from orchestrator.protocol.jsonrpc import Notification, RequestId
+from orchestrator.protocol.turn import DEFAULT_MAX_BUFFERED_EVENTS, TurnTracker
+
+UNROUTED_RING_SIZE = 256
+FINISHED_UNREAD_KEPT = 256
+
+
+def ids_of(note_params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The thread and turn a notification's params name, if any."""
+    thread_id = note_params.get("threadId")
+    turn_id = note_params.get("turnId")
+    if turn_id is None:
+        turn = note_params.get("turn")
+        if isinstance(turn, dict):
+            turn_id = turn.get("id")
+    return (
+        thread_id if isinstance(thread_id, str) else None,
+        turn_id if isinstance(turn_id, str) else None,
+    )
+
+
+class Router:
+    """Turn trackers by turn id, watched threads, and the ring of unrouted notifications."""
+
+    def __init__(self, *, max_buffered_events: int = DEFAULT_MAX_BUFFERED_EVENTS) -> None:
+        self.max_buffered_events = max_buffered_events
+        self.turns: dict[str, TurnTracker] = {}
+        self.watched: dict[str, int] = {}  # thread id -> how many callers watch it
+        self.unrouted: deque[Notification] = deque(maxlen=UNROUTED_RING_SIZE)
+        self.unrouted_count = 0
+        self._finished_unread: OrderedDict[str, None] = OrderedDict()
+
+    # -- watching threads --------------------------------------------------------------
+
+    def watch(self, thread_id: str) -> None:
+        """A caller works on this thread: route its turns' events from now on."""
+        self.watched[thread_id] = self.watched.get(thread_id, 0) + 1
+
+    def unwatch(self, thread_id: str) -> None:
+        """One caller is done with this thread."""
+        count = self.watched.get(thread_id, 0) - 1
+        if count > 0:
+            self.watched[thread_id] = count
+            return
+        self.watched.pop(thread_id, None)
+        # Turns that ended while the thread was watched but that nobody attached to.
+        orphans = [
+            t for t in self.turns.values() if t.thread_id == thread_id and t.done and not t.readers
+        ]
+        for tracker in orphans:
+            self._release_if_idle(tracker)
+
+    # -- trackers ----------------------------------------------------------------------
+
+    def tracker(self, thread_id: str, turn_id: str, *, now: float) -> TurnTracker:
+        """The tracker for this turn, created if needed."""
+        tracker = self.turns.get(turn_id)
+        if tracker is None:
+            tracker = TurnTracker(
+                thread_id, turn_id, now=now, max_buffered_events=self.max_buffered_events
+            )
+            self.turns[turn_id] = tracker
+        return tracker
+
+    def attach(self, thread_id: str, turn_id: str, *, now: float) -> TurnTracker:
+        """A reader starts reading this turn."""
+        tracker = self.tracker(thread_id, turn_id, now=now)
+        tracker.readers += 1
+        self._finished_unread.pop(turn_id, None)
+        return tracker
+
+    def detach(self, tracker: TurnTracker) -> None:
+        """A reader stops reading; forget the turn once it is done and unread by anyone."""
+        tracker.readers = max(0, tracker.readers - 1)
+        self._release_if_idle(tracker)
+
+    def _release_if_idle(self, tracker: TurnTracker) -> None:
+        if tracker.readers or not tracker.done:
+            return
+        if tracker.has_unread:
+            # Keep it for a late continuation, within a bound.
+            self._finished_unread[tracker.turn_id] = None
+            while len(self._finished_unread) > FINISHED_UNREAD_KEPT:
+                old, _ = self._finished_unread.popitem(last=False)
+                self.turns.pop(old, None)
+        else:
+            self.turns.pop(tracker.turn_id, None)
+            self._finished_unread.pop(tracker.turn_id, None)
+
+    def forget(self, tracker: TurnTracker) -> None:
+        """Drop a tracker now, whatever its state (the caller took everything it wanted)."""
+        self.turns.pop(tracker.turn_id, None)
+        self._finished_unread.pop(tracker.turn_id, None)
+
+    # -- routing -----------------------------------------------------------------------
+
+    def route(self, note: Notification, *, now: float) -> TurnTracker | None:
+        """Give a notification to its turn; returns the tracker when a reader should wake."""
+        thread_id, turn_id = ids_of(note.params)
+        if note.method == "serverRequest/resolved":
+            self.resolve_request(note.params.get("requestId"), thread_id, now=now)
+            return None
+        if turn_id is not None:
+            tracker = self.turns.get(turn_id)
+            if tracker is None and thread_id is not None and thread_id in self.watched:
+                tracker = self.tracker(thread_id, turn_id, now=now)
+            if tracker is not None:
+                wake = tracker.observe(note, now)
+                # While the thread is watched, a caller may be about to attach (the turn can
+                # end before the turn/start response arrives): keep the tracker until then.
+                if tracker.done and not tracker.readers and thread_id not in self.watched:
+                    self._release_if_idle(tracker)
+                return tracker if wake else None
+        elif thread_id is not None and thread_id in self.watched:
+            # Thread-level news (status changes, warnings) shows the thread is alive.
+            for tracker in self.turns.values():
+                if tracker.thread_id == thread_id and not tracker.done:
+                    tracker.last_activity = now
+            return None
+        self.unrouted.append(note)
+        self.unrouted_count += 1
+        return None
+
+    # -- server requests ---------------------------------------------------------------
+
+    def request_opened(self, request_id: RequestId, params: dict[str, Any], *, now: float) -> None:
+        """A server request for a turn is awaiting our answer: the turn is not inactive."""
+        thread_id, turn_id = ids_of(params)
+        if turn_id is None or thread_id is None:
+            return
+        tracker = self.turns.get(turn_id)
+        if tracker is None and thread_id in self.watched:
+            tracker = self.tracker(thread_id, turn_id, now=now)
+        if tracker is not None:
+            tracker.pending_requests.add(request_id)
+            tracker.last_activity = now
+
+    def resolve_request(self, request_id: Any, thread_id: str | None, *, now: float = 0.0) -> None:
+        """The request was answered (by us, or resolved by the server): it no longer blocks."""
+        for tracker in self.turns.values():
+            if request_id in tracker.pending_requests and (
+                thread_id is None or tracker.thread_id == thread_id
+            ):
+                tracker.pending_requests.discard(request_id)
+                if now:
+                    tracker.last_activity = max(tracker.last_activity, now)
+
+    def statistics(self) -> dict[str, int]:
+        """Sizes of everything the router holds (for tests and diagnostics)."""
+        return {
+            "turns": len(self.turns),
+            "watched_threads": len(self.watched),
+            "unrouted_kept": len(self.unrouted),
+            "unrouted_total": self.unrouted_count,
+            "finished_unread": len(self._finished_unread),
+        }

@@ -1,0 +1,253 @@
+"""stdio transport: `codex app-server` as a child process speaking JSONL on stdin/stdout.
+
+The child runs in its own session (process group): the npm `codex` command is a launcher that
+spawns the native server, and only signalling the whole group stops both. stderr is drained
+continuously (the server logs a lot and would block on a full pipe) into a bounded tail that
+error messages quote. Stopping goes: close stdin, bounded wait, SIGTERM, bounded wait, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+import trio
+
+from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
+from orchestrator.protocol.framing import MAX_MESSAGE_BYTES, LineFramer, MessageTooLarge
+from orchestrator.transport.base import MessageTransport, map_io_errors
+
+log = structlog.get_logger("orchestrator.transport.stdio")
+
+ENV_COMMAND = "CODEX_APP_SERVER_CMD"
+READ_CHUNK = 256 * 1024
+STDERR_TAIL_BYTES = 16 * 1024
+EXIT_WAIT_SECONDS = 5.0
+
+# Where `.ci/run` and the quick start install codex when it is not on PATH.
+PROJECT_CODEX = Path(__file__).resolve().parents[2] / ".codex-runtime/node_modules/.bin/codex"
+
+
+def find_codex() -> str:
+    """The `codex` executable: on PATH, else the project-local install, else plain `codex`."""
+    found = shutil.which("codex")
+    if found:
+        return found
+    if PROJECT_CODEX.exists():
+        return str(PROJECT_CODEX)
+    return "codex"
+
+
+def default_command(env: Mapping[str, str] | None = None) -> list[str]:
+    """`CODEX_APP_SERVER_CMD` split like a shell would, else `codex app-server`."""
+    source = os.environ if env is None else env
+    configured = source.get(ENV_COMMAND)
+    if configured:
+        return shlex.split(configured)
+    return [find_codex(), "app-server"]
+
+
+class StderrTail:
+    """The last bytes a process wrote to stderr, bounded."""
+
+    def __init__(self, limit: int = STDERR_TAIL_BYTES) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        self.total_bytes = 0
+
+    def add(self, chunk: bytes | bytearray) -> None:
+        """Keep a chunk, dropping the oldest bytes beyond the limit."""
+        self.total_bytes += len(chunk)
+        if len(chunk) >= self._limit:
+            self._chunks.clear()
+            chunk = chunk[-self._limit :]
+            self._size = 0
+        self._chunks.append(bytes(chunk))
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self._limit:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        """The tail as text, starting at a line boundary when it was cut."""
+        data = b"".join(self._chunks)[-self._limit :]
+        text = data.decode("utf-8", errors="replace")
+        if self.total_bytes > len(data) and "\n" in text:
+            text = text.split("\n", 1)[1]
+        return text
+
+
+class StdioTransport(MessageTransport):
+    """JSONL over a child process's stdin/stdout."""
+
+    def __init__(
+        self, process: trio.Process, *, max_message_bytes: int, stderr_tail: StderrTail
+    ) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self.process = process
+        self.stderr_tail = stderr_tail
+        self.description = f"app-server (pid {process.pid})"
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+        self._framer = LineFramer(max_message_bytes)
+        self._lines: deque[str] = deque()
+        self._eof = False
+        self._too_large: CodexMessageTooLargeError | None = None
+
+    async def send(self, value: str) -> None:
+        with map_io_errors(self.description):
+            await self._stdin.send_all(value.encode("utf-8") + b"\n")
+
+    async def receive(self) -> str:
+        while not self._lines:
+            if self._too_large is not None:
+                raise self._too_large
+            if self._eof:
+                raise trio.EndOfChannel
+            with map_io_errors(self.description):
+                chunk = await self._stdout.receive_some(READ_CHUNK)
+            if not chunk:
+                self._eof = True
+                rest = self._framer.eof()
+                if rest is not None:
+                    self._lines.append(rest)
+                continue
+            try:
+                self._lines.extend(self._framer.feed(chunk))
+            except MessageTooLarge as exc:
+                self._too_large = CodexMessageTooLargeError(
+                    f"{self.description}: {exc}; connection closed",
+                    stderr_tail=self.stderr_tail.text(),
+                )
+                # Framing is lost: nothing after this can be trusted. Stop the process.
+                await self.aclose()
+                raise self._too_large from None
+        return self._lines.popleft()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await stop_process(self.process, grace=EXIT_WAIT_SECONDS)
+
+    async def closed_error(self) -> CodexTransportError:
+        if self._too_large is not None:
+            return self._too_large
+        # stdout closed; give the process a moment to report how it ended.
+        with trio.move_on_after(EXIT_WAIT_SECONDS):
+            await self.process.wait()
+        status = self.process.returncode
+        if status is None:
+            what = "closed its stdout but is still running"
+        elif status < 0:
+            what = f"was killed by signal {signal.Signals(-status).name} (exit status {status})"
+        else:
+            what = f"exited with status {status}"
+        return CodexTransportError(
+            f"{self.description} {what}", exit_status=status, stderr_tail=self.stderr_tail.text()
+        )
+
+
+async def stop_process(process: trio.Process, *, grace: float) -> None:
+    """Close stdin, wait, SIGTERM the group, wait, SIGKILL the group. Every wait is bounded."""
+    with trio.CancelScope(shield=True):
+        if process.stdin is not None:
+            try:
+                await process.stdin.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        with trio.move_on_after(grace):
+            await process.wait()
+        if process.returncode is None:
+            _signal_group(process, signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await process.wait()
+        if process.returncode is None:
+            _signal_group(process, signal.SIGKILL)
+            await process.wait()
+        else:
+            # The launcher exited; make sure nothing it spawned outlives it.
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _drain_stderr(stream: trio.abc.ReceiveStream, tail: StderrTail) -> None:
+    try:
+        while chunk := await stream.receive_some(READ_CHUNK):
+            tail.add(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+@asynccontextmanager
+async def open_stdio_transport(
+    command: Sequence[str] | str | None = None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    stderr_tail_bytes: int = STDERR_TAIL_BYTES,
+) -> AsyncIterator[StdioTransport]:
+    """Start the app-server and yield its transport; stop the process on exit.
+
+    Args:
+        command: argv (a string is split like a shell would); default `CODEX_APP_SERVER_CMD`
+            or `codex app-server`.
+        env: extra environment variables, over the inherited ones (or alone when
+            `inherit_env` is False).
+
+    Raises:
+        CodexTransportError: the command cannot be started.
+    """
+    if command is None:
+        argv = default_command()
+    elif isinstance(command, str):
+        argv = shlex.split(command)
+    else:
+        argv = list(command)
+    child_env = dict(os.environ) if inherit_env else {}
+    if env:
+        child_env.update(env)
+    try:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=child_env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise CodexTransportError(f"cannot start app-server {argv!r}: {exc}") from exc
+    tail = StderrTail(stderr_tail_bytes)
+    transport = StdioTransport(process, max_message_bytes=max_message_bytes, stderr_tail=tail)
+    log.debug("app-server started", pid=process.pid, argv=argv[:2])
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stderr is not None
+            nursery.start_soon(_drain_stderr, process.stderr, tail)
+            try:
+                yield transport
+            finally:
+                await transport.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_process(process, grace=EXIT_WAIT_SECONDS)
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()

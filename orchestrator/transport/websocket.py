@@ -1,0 +1,194 @@
+"""websocket transport: one JSON text per text frame, via trio-websocket.
+
+The app-server never pings, so the client keeps the connection honest with its own pings and
+closes it when a pong does not come back in time. No compression is offered (the server does
+not negotiate it) and no `Origin` header is sent. The bearer token goes in the upgrade request's
+`Authorization` header and nowhere else: it never appears in errors or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+
+import structlog
+import trio
+import trio_websocket
+
+from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
+from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
+from orchestrator.transport.base import MessageTransport
+
+log = structlog.get_logger("orchestrator.transport.websocket")
+
+ENV_URL = "CODEX_APP_SERVER_WS_URL"
+ENV_TOKEN = "CODEX_APP_SERVER_TOKEN"
+DEFAULT_URL = "ws://127.0.0.1:8765"
+MESSAGE_TOO_BIG = 1009  # RFC 6455 close code
+
+
+def default_url() -> str:
+    """`CODEX_APP_SERVER_WS_URL`, else ws://127.0.0.1:8765."""
+    return os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+class WebsocketTransport(MessageTransport):
+    """JSON texts over one websocket connection."""
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection, *, url: str) -> None:
+        self.connection = connection
+        self.url = url
+        self.description = f"app-server at {url}"
+        self.ping_failed = False
+
+    async def send(self, value: str) -> None:
+        with self._map_errors():
+            await self.connection.send_message(value)
+
+    async def receive(self) -> str:
+        while True:
+            try:
+                message = await self.connection.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                if _close_code(exc) == MESSAGE_TOO_BIG:
+                    raise CodexMessageTooLargeError(
+                        f"{self.description}: a message exceeded the size limit; "
+                        f"connection closed ({_describe_close(exc)})",
+                        close_reason=_describe_close(exc),
+                    ) from None
+                raise trio.EndOfChannel from None
+            if isinstance(message, str):
+                return message
+            # The server drops binary frames; so do we.
+            log.warning("binary websocket frame ignored", bytes=len(message))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.connection.aclose()
+
+    async def closed_error(self) -> CodexTransportError:
+        await trio.lowlevel.checkpoint()
+        reason = self.connection.closed
+        described = _describe_reason(reason) if reason is not None else "connection lost"
+        if self.ping_failed:
+            described = "no pong to our keepalive ping; " + described
+        return CodexTransportError(
+            f"{self.description}: websocket closed ({described})", close_reason=described
+        )
+
+    @contextmanager
+    def _map_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except trio_websocket.ConnectionClosed as exc:
+            raise CodexTransportError(
+                f"{self.description}: websocket closed ({_describe_close(exc)})",
+                close_reason=_describe_close(exc),
+            ) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise CodexTransportError(f"{self.description}: {exc!r}") from exc
+
+
+def _close_code(exc: trio_websocket.ConnectionClosed) -> int | None:
+    reason = exc.reason
+    return reason.code if reason is not None else None
+
+
+def _describe_reason(reason: trio_websocket.CloseReason) -> str:
+    text = f"code {reason.code}"
+    if reason.name:
+        text += f" {reason.name}"
+    if reason.reason:
+        text += f": {reason.reason}"
+    return text
+
+
+def _describe_close(exc: trio_websocket.ConnectionClosed) -> str:
+    return _describe_reason(exc.reason) if exc.reason is not None else "connection lost"
+
+
+async def _keepalive(transport: WebsocketTransport, *, interval: float, timeout: float) -> None:
+    """Ping every `interval` seconds; close the connection when a pong is late."""
+    connection = transport.connection
+    while True:
+        await trio.sleep(interval)
+        try:
+            with trio.fail_after(timeout):
+                await connection.ping()
+        except trio.TooSlowError:
+            transport.ping_failed = True
+            log.warning("websocket keepalive: no pong", url=transport.url, timeout=timeout)
+            await connection.aclose(code=1011, reason="keepalive timeout")
+            return
+        except trio_websocket.ConnectionClosed:
+            return
+
+
+@asynccontextmanager
+async def open_websocket_transport(
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    connect_timeout: float = 30.0,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float = 20.0,
+) -> AsyncIterator[WebsocketTransport]:
+    """Connect to a websocket app-server and yield its transport; close it on exit.
+
+    Args:
+        url: default `CODEX_APP_SERVER_WS_URL` or ws://127.0.0.1:8765.
+        token: bearer token; default `CODEX_APP_SERVER_TOKEN` (none when unset).
+        ping_interval: seconds between keepalive pings (None: no pings).
+
+    Raises:
+        CodexTransportError: connecting failed or the server refused the upgrade (for
+            example HTTP 401 without a valid token).
+    """
+    target = url or default_url()
+    if token is None:
+        token = os.environ.get(ENV_TOKEN) or None
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in (headers or {}).items():
+        extra.append((name.encode("latin-1"), value.encode("latin-1")))
+    if token:
+        extra.append((b"Authorization", f"Bearer {token}".encode("latin-1")))
+    try:
+        context = trio_websocket.open_websocket_url(
+            target,
+            extra_headers=extra,
+            max_message_size=max_message_bytes,
+            message_queue_size=16,
+            receive_buffer_size=256 * 1024,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=5.0,
+        )
+        connection = await context.__aenter__()
+    except trio_websocket.ConnectionRejected as exc:
+        body = (exc.body or b"").decode("utf-8", errors="replace").strip()
+        raise CodexTransportError(
+            f"app-server at {target} refused the websocket: HTTP {exc.status_code}"
+            + (f" {body}" if body else "")
+        ) from None
+    except trio_websocket.HandshakeError as exc:
+        raise CodexTransportError(
+            f"app-server at {target}: websocket handshake failed: {exc!r}"
+        ) from None
+    except OSError as exc:
+        raise CodexTransportError(f"cannot connect to app-server at {target}: {exc}") from exc
+    transport = WebsocketTransport(connection, url=target)
+    try:
+        async with trio.open_nursery() as nursery:
+            if ping_interval is not None:
+                nursery.start_soon(
+                    lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
+                )
+            try:
+                yield transport
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await context.__aexit__(None, None, None)
