@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `orchestrator` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scripted-provider"]:
+        # It has its own parser: hand it every argument, --help included.
+        return scripted_provider_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "scripted-provider":
-        return scripted_provider_main(args.rest)
     configure_logging(args.log_format if args.command == "chat" else None)
     if args.command == "chat":
         prompts = list(args.prompt)

@@ -12,10 +12,12 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class MessageTooLarge(Exception):
     """A line is longer than the limit (raised by the framer; the transport maps it)."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, lines: list[str] | None = None) -> None:
         super().__init__(f"message of at least {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+        # Whole lines that came before the oversized one in the same feed, still valid.
+        self.lines = lines or []
 
 
 class LineFramer:
@@ -47,7 +49,7 @@ class LineFramer:
             if end < 0:
                 break
             if end - start > self._limit:
-                raise MessageTooLarge(end - start, self._limit)
+                raise MessageTooLarge(end - start, self._limit, lines)
             line = bytes(buffer[start:end])
             if line.endswith(b"\r"):
                 line = line[:-1]
@@ -59,7 +61,7 @@ class LineFramer:
             del buffer[:start]
         self._scanned = len(buffer)
         if len(buffer) > self._limit:
-            raise MessageTooLarge(len(buffer), self._limit)
+            raise MessageTooLarge(len(buffer), self._limit, lines)
         return lines
 
     def eof(self) -> str | None:

@@ -18,14 +18,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import structlog
 import trio
 
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES, LineFramer, MessageTooLarge
 from orchestrator.transport.base import MessageTransport, map_io_errors
-
-log = structlog.get_logger("orchestrator.transport.stdio")
 
 ENV_COMMAND = "CODEX_APP_SERVER_CMD"
 READ_CHUNK = 256 * 1024
@@ -37,13 +34,11 @@ PROJECT_CODEX = Path(__file__).resolve().parents[2] / ".codex-runtime/node_modul
 
 
 def find_codex() -> str:
-    """The `codex` executable: on PATH, else the project-local install, else plain `codex`."""
-    found = shutil.which("codex")
-    if found:
-        return found
+    """The `codex` executable: the checkout's pinned install (`scripts/setup`) if present,
+    else `codex` on PATH."""
     if PROJECT_CODEX.exists():
         return str(PROJECT_CODEX)
-    return "codex"
+    return shutil.which("codex") or "codex"
 
 
 def default_command(env: Mapping[str, str] | None = None) -> list[str]:
@@ -123,13 +118,15 @@ class StdioTransport(MessageTransport):
             try:
                 self._lines.extend(self._framer.feed(chunk))
             except MessageTooLarge as exc:
+                # Lines completed before the oversized one are still whole: deliver them
+                # first, then the error.
+                self._lines.extend(exc.lines)
                 self._too_large = CodexMessageTooLargeError(
                     f"{self.description}: {exc}; connection closed",
                     stderr_tail=self.stderr_tail.text(),
                 )
                 # Framing is lost: nothing after this can be trusted. Stop the process.
                 await self.aclose()
-                raise self._too_large from None
         return self._lines.popleft()
 
     async def aclose(self) -> None:
@@ -235,7 +232,6 @@ async def open_stdio_transport(
         raise CodexTransportError(f"cannot start app-server {argv!r}: {exc}") from exc
     tail = StderrTail(stderr_tail_bytes)
     transport = StdioTransport(process, max_message_bytes=max_message_bytes, stderr_tail=tail)
-    log.debug("app-server started", pid=process.pid, argv=argv[:2])
     try:
         async with trio.open_nursery() as nursery:
             assert process.stderr is not None
