@@ -24,6 +24,7 @@ import structlog
 import trio
 
 from orchestrator import __version__
+from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import (
     CodexError,
     CodexMessageTooLargeError,
@@ -208,7 +209,7 @@ class CodexClient:
     @asynccontextmanager
     async def over(cls, transport: MessageTransport, **options: Any) -> AsyncIterator[CodexClient]:
         """A client over a transport the caller owns (used by tests and the orchestrator)."""
-        async with trio.open_nursery() as nursery:
+        async with open_background_nursery() as nursery:
             client = cls(transport, nursery, **options)
             nursery.start_soon(client._read_loop)
             nursery.start_soon(client._write_loop)
@@ -216,7 +217,6 @@ class CodexClient:
                 yield client
             finally:
                 client._fail_everything(CodexTransportError("the client was closed"))
-                nursery.cancel_scope.cancel()
 
     # -- the wire ----------------------------------------------------------------------
 
@@ -293,6 +293,11 @@ class CodexClient:
     def closed(self) -> bool:
         """The connection is gone; every call now raises `CodexTransportError`."""
         return self._closed is not None
+
+    @property
+    def close_error(self) -> CodexTransportError | None:
+        """Why the connection ended, once it has."""
+        return self._closed
 
     def _raise_if_closed(self) -> None:
         if self._closed is not None:
@@ -633,7 +638,7 @@ class CodexClient:
         self._lots.setdefault(tracker.turn_id, trio.lowlevel.ParkingLot())
         if not known:
             try:
-                turn = await self._read_turn(continuation.thread_id, continuation.turn_id)
+                turn = await self.read_turn(continuation.thread_id, continuation.turn_id)
                 if turn is None:
                     raise CodexProtocolError(
                         f"turn {continuation.turn_id} not found on thread {continuation.thread_id}"
@@ -644,7 +649,7 @@ class CodexClient:
                 raise
         return tracker
 
-    async def _read_turn(self, thread_id: str, turn_id: str) -> dict[str, Any] | None:
+    async def read_turn(self, thread_id: str, turn_id: str) -> dict[str, Any] | None:
         """The turn as `thread/read` reports it, or None."""
         result = await self.request("thread/read", {"threadId": thread_id, "includeTurns": True})
         turns = (result.get("thread") or {}).get("turns") if isinstance(result, dict) else None
@@ -695,7 +700,7 @@ class CodexClient:
     async def _thread_read_final_text(self, tracker: TurnTracker) -> str | None:
         """Fallback: ask `thread/read` for the turn's items when none arrived."""
         try:
-            turn = await self._read_turn(tracker.thread_id, tracker.turn_id)
+            turn = await self.read_turn(tracker.thread_id, tracker.turn_id)
         except CodexProtocolError as exc:
             log.info("thread/read fallback failed", error=str(exc))
             return None
@@ -745,6 +750,15 @@ class TurnStream:
 
     def __aiter__(self) -> TurnStream:
         return self
+
+    async def start(self) -> str:
+        """Start (or attach to) the turn now, without waiting for a step; returns its id.
+
+        Once this returns, the server has acknowledged the turn."""
+        if self._tracker is None:
+            await self._open()
+        assert self._tracker is not None
+        return self._tracker.turn_id
 
     async def __aenter__(self) -> TurnStream:
         return self

@@ -567,3 +567,13 @@ async def test_continuation_of_a_forgotten_turn_is_rebuilt_from_thread_read(
     assert [s.text for s in rest.steps] == ["b", "c"]
     assert [s.index for s in rest.steps] == [1, 2]
     assert rest.final_text == "c" and rest.status == "completed"
+
+
+async def test_errors_from_the_block_are_not_wrapped(fake_server: FakeAppServer) -> None:
+    """An error raised inside `async with` comes out as itself, not in an ExceptionGroup."""
+    with pytest.raises(CodexTransportError):
+        async with CodexClient.over(fake_server.client_end) as client:  # type: ignore[attr-defined]
+            await client.initialize()
+            await fake_server.close()
+            await client.reader_done.wait()
+            await client.request("thread/start")

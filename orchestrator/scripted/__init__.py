@@ -7,12 +7,13 @@ CODEX_HOME that points codex at it. Used by the test suite and the offline demo.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from orchestrator.scripted.home import (
     SCRIPTED_API_KEY_ENV,
     SCRIPTED_APP_SERVER_ARGS,
     write_codex_home,
 )
-from orchestrator.scripted.provider import ScriptedProvider, main, open_scripted_provider
 from orchestrator.scripted.script import (
     HttpError,
     ItemIds,
@@ -27,6 +28,22 @@ from orchestrator.scripted.script import (
     Usage,
 )
 from orchestrator.scripted.sse import SseStep, stream_steps
+
+if TYPE_CHECKING:
+    from orchestrator.scripted.provider import ScriptedProvider, main, open_scripted_provider
+
+_PROVIDER_NAMES = frozenset({"ScriptedProvider", "main", "open_scripted_provider"})
+
+
+def __getattr__(name: str) -> Any:
+    # The server imports trio; load it only when asked, so that the pure modules of this
+    # package (script, sse, home) stay importable without it.
+    if name in _PROVIDER_NAMES:
+        from orchestrator.scripted import provider
+
+        return getattr(provider, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SCRIPTED_API_KEY_ENV",

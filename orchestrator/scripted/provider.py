@@ -29,6 +29,7 @@ import attrs
 import h11
 import trio
 
+from orchestrator.concurrency import open_background_nursery
 from orchestrator.scripted.script import HttpError, ItemIds, Script
 from orchestrator.scripted.sse import error_body, stream_steps
 
@@ -241,12 +242,9 @@ async def open_scripted_provider(script: Script | None = None) -> AsyncIterator[
     closed) when the block exits.
     """
     provider = ScriptedProvider(script=script if script is not None else Script())
-    async with trio.open_nursery() as nursery:
+    async with open_background_nursery() as nursery:
         await nursery.start(provider.serve)
-        try:
-            yield provider
-        finally:
-            nursery.cancel_scope.cancel()
+        yield provider
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES, LineFramer, MessageTooLarge
 from orchestrator.transport.base import MessageTransport, map_io_errors
@@ -233,14 +234,13 @@ async def open_stdio_transport(
     tail = StderrTail(stderr_tail_bytes)
     transport = StdioTransport(process, max_message_bytes=max_message_bytes, stderr_tail=tail)
     try:
-        async with trio.open_nursery() as nursery:
+        async with open_background_nursery() as nursery:
             assert process.stderr is not None
             nursery.start_soon(_drain_stderr, process.stderr, tail)
             try:
                 yield transport
             finally:
                 await transport.aclose()
-                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await stop_process(process, grace=EXIT_WAIT_SECONDS)

@@ -16,6 +16,7 @@ import structlog
 import trio
 import trio_websocket
 
+from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
 from orchestrator.transport.base import MessageTransport
@@ -26,6 +27,7 @@ ENV_URL = "CODEX_APP_SERVER_WS_URL"
 ENV_TOKEN = "CODEX_APP_SERVER_TOKEN"
 DEFAULT_URL = "ws://127.0.0.1:8765"
 MESSAGE_TOO_BIG = 1009  # RFC 6455 close code
+CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's answer to our close frame
 
 
 def default_url() -> str:
@@ -64,8 +66,13 @@ class WebsocketTransport(MessageTransport):
             log.warning("binary websocket frame ignored", bytes=len(message))
 
     async def aclose(self) -> None:
+        # trio-websocket's aclose waits for the peer's close frame with no bound (and we
+        # shield it), and when the peer closed first it returns without closing the TCP
+        # stream. Bound the wait; then close the stream ourselves (idempotent).
         with trio.CancelScope(shield=True):
-            await self.connection.aclose()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self.connection.aclose()
+            await self.connection._stream.aclose()
 
     async def closed_error(self) -> CodexTransportError:
         await trio.lowlevel.checkpoint()
@@ -155,40 +162,47 @@ async def open_websocket_transport(
         extra.append((name.encode("latin-1"), value.encode("latin-1")))
     if token:
         extra.append((b"Authorization", f"Bearer {token}".encode("latin-1")))
+    connected = False
     try:
-        context = trio_websocket.open_websocket_url(
+        async with trio_websocket.open_websocket_url(
             target,
             extra_headers=extra,
             max_message_size=max_message_bytes,
             message_queue_size=16,
             receive_buffer_size=256 * 1024,
             connect_timeout=connect_timeout,
-            disconnect_timeout=5.0,
-        )
-        connection = await context.__aenter__()
+            disconnect_timeout=CLOSE_TIMEOUT,
+        ) as connection:
+            connected = True
+            transport = WebsocketTransport(connection, url=target)
+            async with open_background_nursery() as nursery:
+                if ping_interval is not None:
+                    nursery.start_soon(
+                        lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
+                    )
+                try:
+                    yield transport
+                finally:
+                    # Close (bounded) before trio-websocket does: its own close would raise
+                    # DisconnectionTimeout at us when the peer never answers.
+                    await transport.aclose()
     except trio_websocket.ConnectionRejected as exc:
+        if connected:
+            raise
         body = (exc.body or b"").decode("utf-8", errors="replace").strip()
         raise CodexTransportError(
             f"app-server at {target} refused the websocket: HTTP {exc.status_code}"
             + (f" {body}" if body else "")
         ) from None
     except trio_websocket.HandshakeError as exc:
+        if connected:
+            raise
+        # trio-websocket wraps connect errors (refused, unreachable) in a bare HandshakeError.
+        why = str(exc.__cause__) if exc.__cause__ is not None else type(exc).__name__
         raise CodexTransportError(
-            f"app-server at {target}: websocket handshake failed: {exc!r}"
+            f"cannot connect to app-server at {target}: websocket handshake failed: {why}"
         ) from None
     except OSError as exc:
+        if connected:
+            raise
         raise CodexTransportError(f"cannot connect to app-server at {target}: {exc}") from exc
-    transport = WebsocketTransport(connection, url=target)
-    try:
-        async with trio.open_nursery() as nursery:
-            if ping_interval is not None:
-                nursery.start_soon(
-                    lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
-                )
-            try:
-                yield transport
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await context.__aexit__(None, None, None)
