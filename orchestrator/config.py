@@ -1,0 +1,414 @@
+"""The orchestrator's configuration: where results go, and which app-servers to talk to.
+
+`load_config(path)` reads one TOML file into a frozen `OrchestratorConfig`, or raises one
+`ConfigError` naming every problem as `file:line: key.path: what is wrong`. Without a file
+the default is one stdio connection, `local`, running `codex app-server`, with paths relative
+to the current directory. Relative paths in a file are relative to the file's directory. A
+websocket token never lives in the file: `token_env` names the variable that holds it.
+Pure: no trio, no processes; resolving `codex` to an executable is the runner's business.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import attrs
+
+from orchestrator.jobs.model import FrozenMap, JobSpec, freeze_str_map
+from orchestrator.tomlsource import (
+    SECONDS_CAP,
+    Problem,
+    Problems,
+    Where,
+    check_keys,
+    describe,
+    read_enum,
+    read_int,
+    read_seconds,
+    read_str,
+    read_str_list,
+    read_str_map,
+    read_table,
+    read_toml,
+    resolve_dir,
+)
+
+CONNECTION_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+\Z")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+DEFAULT_COMMAND = ("codex", "app-server")
+DEFAULT_CONNECTION_NAME = "local"
+DEFAULT_MAX_THREADS = 4
+DEFAULT_MAX_CONCURRENT_JOBS = 8
+DEFAULT_SHUTDOWN_GRACE = 30.0
+MAX_COUNT = 10_000  # cap for max_threads and max_concurrent_jobs
+
+TOP_LEVEL_KEYS = ("orchestrator", "connections")
+ORCHESTRATOR_KEYS = (
+    "results_dir",
+    "state_dir",
+    "inbox_dir",
+    "max_concurrent_jobs",
+    "shutdown_grace",
+    "scripted_model",
+    "scripted_rules",
+)
+STDIO_KEYS = ("command", "cwd", "env")
+WEBSOCKET_KEYS = ("url", "token_env")
+CONNECTION_KEYS = ("name", "transport", "max_threads", *STDIO_KEYS, *WEBSOCKET_KEYS)
+_HINTS = {
+    "token": "never put the token in a file; set token_env to the name of the environment "
+    "variable that holds it"
+}
+
+StrPath = str | os.PathLike[str]
+
+
+class Transport(enum.StrEnum):
+    """How a connection reaches its app-server."""
+
+    STDIO = "stdio"  # a child process speaking JSONL on stdin/stdout
+    WEBSOCKET = "websocket"  # a running server at ws:// or wss://
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionSpec:
+    """One app-server connection: how to reach it and how many threads it may carry."""
+
+    name: str = DEFAULT_CONNECTION_NAME
+    transport: Transport = Transport.STDIO
+    command: tuple[str, ...] = DEFAULT_COMMAND  # stdio
+    cwd: Path | None = None  # stdio
+    env: Mapping[str, str] = attrs.field(factory=FrozenMap, converter=freeze_str_map)  # stdio
+    url: str | None = None  # websocket
+    token_env: str | None = None  # websocket: the variable holding the bearer token
+    max_threads: int = DEFAULT_MAX_THREADS
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, object], *, where: Where, base_dir: Path
+    ) -> ConnectionSpec:
+        """A connection from one `[[connections]]` table.
+
+        Raises:
+            ConfigError: naming every problem found.
+        """
+        problems = Problems()
+        spec = _read_connection(data, where, base_dir, problems)
+        problems.raise_if_any()
+        assert spec is not None
+        return spec
+
+
+@attrs.frozen(kw_only=True)
+class OrchestratorConfig:
+    """The whole configuration; `source` is the file it came from (None: built-in default)."""
+
+    results_dir: Path
+    state_dir: Path
+    inbox_dir: Path
+    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    connections: tuple[ConnectionSpec, ...] = (ConnectionSpec(),)
+    source: Path | None = None
+    # Offline rehearsal: stdio app-servers talk to the built-in scripted model provider.
+    scripted_model: bool = False
+    scripted_rules: Path | None = None
+
+    @classmethod
+    def default(cls, base_dir: Path | None = None) -> OrchestratorConfig:
+        """The configuration used without a file: one local stdio connection."""
+        base = Path(os.path.abspath(base_dir or Path.cwd()))
+        return cls(results_dir=base / "results", state_dir=base / "state", inbox_dir=base / "inbox")
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, object],
+        *,
+        where: Where,
+        base_dir: Path,
+        source: Path | None = None,
+    ) -> OrchestratorConfig:
+        """A configuration from a config file's top-level table.
+
+        Raises:
+            ConfigError: naming every problem found.
+        """
+        problems = Problems()
+        config = _read_config(data, where, base_dir, source, problems)
+        problems.raise_if_any()
+        assert config is not None
+        return config
+
+    def connection(self, name: str) -> ConnectionSpec | None:
+        """The connection called `name`, if configured."""
+        for spec in self.connections:
+            if spec.name == name:
+                return spec
+        return None
+
+
+def load_config(path: StrPath | None = None) -> OrchestratorConfig:
+    """Load and validate a config file; None gives the built-in default.
+
+    Raises:
+        ConfigError: naming every problem found, as `file:line: key.path: what is wrong`.
+    """
+    if path is None:
+        return OrchestratorConfig.default()
+    problems = Problems()
+    document = read_toml(path, problems)
+    config = None
+    if document is not None:
+        base_dir = Path(os.path.abspath(document.file)).parent
+        config = _read_config(
+            document.data, document.where, base_dir, Path(document.file), problems
+        )
+    problems.raise_if_any()
+    assert config is not None
+    return config
+
+
+def validate_jobs_against_config(jobs: Iterable[JobSpec], config: OrchestratorConfig) -> None:
+    """Check that every job's `connection` names a configured connection.
+
+    Raises:
+        ConfigError: one problem per job naming an unknown connection, at the job's line.
+    """
+    configured = [spec.name for spec in config.connections]
+    problems = Problems()
+    for job in jobs:
+        if job.connection is None or job.connection in configured:
+            continue
+        line, key = job.source.locate("connection")
+        where_from = f" in {config.source}" if config.source is not None else ""
+        problems.add_problem(
+            Problem(
+                str(job.source.file),
+                line,
+                key,
+                f'unknown connection "{job.connection}"; configured{where_from}: '
+                + ", ".join(configured),
+            )
+        )
+    problems.raise_if_any()
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _read_config(
+    data: Mapping[str, object],
+    top: Where,
+    base_dir: Path,
+    source: Path | None,
+    problems: Problems,
+) -> OrchestratorConfig | None:
+    before = problems.reported
+    check_keys(data, TOP_LEVEL_KEYS, top, problems)
+    settings: Mapping[str, object] = {}
+    if "orchestrator" in data:
+        settings = read_table(data["orchestrator"], top.at("orchestrator"), problems) or {}
+    here = top.at("orchestrator")
+    check_keys(settings, ORCHESTRATOR_KEYS, here, problems)
+
+    def directory(key: str) -> Path | None:
+        value = settings.get(key, key.removesuffix("_dir"))
+        return resolve_dir(value, base_dir, here.at(key), problems, must_exist=False)
+
+    results_dir, state_dir, inbox_dir = (
+        directory("results_dir"),
+        directory("state_dir"),
+        directory("inbox_dir"),
+    )
+    max_jobs = DEFAULT_MAX_CONCURRENT_JOBS
+    if "max_concurrent_jobs" in settings:
+        max_jobs = (
+            read_int(
+                settings["max_concurrent_jobs"],
+                here.at("max_concurrent_jobs"),
+                problems,
+                minimum=1,
+                maximum=MAX_COUNT,
+            )
+            or max_jobs
+        )
+    grace = DEFAULT_SHUTDOWN_GRACE
+    if "shutdown_grace" in settings:
+        value = read_seconds(
+            settings["shutdown_grace"],
+            here.at("shutdown_grace"),
+            problems,
+            allow_zero=True,
+            maximum=SECONDS_CAP,
+        )
+        grace = grace if value is None else value
+    scripted_model = False
+    if "scripted_model" in settings:
+        flag = settings["scripted_model"]
+        if isinstance(flag, bool):
+            scripted_model = flag
+        else:
+            problems.add(here.at("scripted_model"), f"must be true or false (got {flag!r})")
+    scripted_rules: Path | None = None
+    if "scripted_rules" in settings:
+        rules = settings["scripted_rules"]
+        if isinstance(rules, str) and rules:
+            scripted_rules = Path(os.path.abspath(base_dir / Path(rules).expanduser()))
+            if not scripted_rules.is_file():
+                problems.add(here.at("scripted_rules"), f"no such file: {scripted_rules}")
+        else:
+            problems.add(here.at("scripted_rules"), f"must be a file path (got {rules!r})")
+    connections = _read_connections(data, top, base_dir, problems)
+    if problems.reported > before:
+        return None
+    assert results_dir is not None and state_dir is not None and inbox_dir is not None
+    return OrchestratorConfig(
+        results_dir=results_dir,
+        state_dir=state_dir,
+        inbox_dir=inbox_dir,
+        max_concurrent_jobs=max_jobs,
+        shutdown_grace=grace,
+        connections=connections,
+        source=source,
+        scripted_model=scripted_model,
+        scripted_rules=scripted_rules,
+    )
+
+
+def _read_connections(
+    data: Mapping[str, object], top: Where, base_dir: Path, problems: Problems
+) -> tuple[ConnectionSpec, ...]:
+    if "connections" not in data:
+        return (ConnectionSpec(),)
+    raw = data["connections"]
+    here = top.at("connections")
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        problems.add(
+            here,
+            "must be an array of tables, one [[connections]] per connection "
+            f"(got {describe(raw) if not isinstance(raw, list) else 'an array of other values'})",
+        )
+        return ()
+    if not raw:
+        problems.add(here, "must hold at least one connection (or leave it out for the default)")
+        return ()
+    specs: list[ConnectionSpec] = []
+    first: dict[str, Where] = {}
+    for index, table in enumerate(raw):
+        where = here.at(index)
+        spec = _read_connection(table, where, base_dir, problems)
+        name = table.get("name")
+        if isinstance(name, str):
+            seen = first.setdefault(name, where.at("name"))
+            if seen != where.at("name"):
+                problems.add(
+                    where.at("name"),
+                    f'duplicate connection name "{name}" (first defined at line {seen.line})',
+                )
+        if spec is not None:
+            specs.append(spec)
+    return tuple(specs)
+
+
+def _read_connection(
+    data: Mapping[str, object], where: Where, base_dir: Path, problems: Problems
+) -> ConnectionSpec | None:
+    before = problems.reported
+    check_keys(data, CONNECTION_KEYS, where, problems, hints=_HINTS)
+    name = None
+    if "name" not in data:
+        problems.add(where.at("name"), "missing: every connection needs a name")
+    else:
+        name = read_str(data["name"], where.at("name"), problems)
+        if name is not None and not CONNECTION_NAME_PATTERN.match(name):
+            problems.add(
+                where.at("name"),
+                f"may only contain letters, digits, '.', '_' and '-' (got {describe(name)})",
+            )
+    transport = Transport.STDIO
+    if "transport" in data:
+        transport = (
+            read_enum(data["transport"], Transport, where.at("transport"), problems) or transport
+        )
+    wrong_keys = WEBSOCKET_KEYS if transport is Transport.STDIO else STDIO_KEYS
+    for key in wrong_keys:
+        if key in data:
+            problems.add(where.at(key), f"applies only to {_other(transport)} connections")
+    max_threads = DEFAULT_MAX_THREADS
+    if "max_threads" in data:
+        max_threads = (
+            read_int(
+                data["max_threads"],
+                where.at("max_threads"),
+                problems,
+                minimum=1,
+                maximum=MAX_COUNT,
+            )
+            or max_threads
+        )
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    cwd: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    url: str | None = None
+    token_env: str | None = None
+    if transport is Transport.STDIO:
+        if "command" in data:
+            command = read_str_list(data["command"], where.at("command"), problems) or command
+        if "cwd" in data:
+            cwd = resolve_dir(data["cwd"], base_dir, where.at("cwd"), problems, must_exist=True)
+        if "env" in data:
+            env = _read_env(data["env"], where.at("env"), problems)
+    else:
+        url = _read_url(data, where, problems)
+        if "token_env" in data:
+            token_env = read_str(data["token_env"], where.at("token_env"), problems)
+            if token_env is not None and not ENV_NAME_PATTERN.match(token_env):
+                problems.add(
+                    where.at("token_env"),
+                    f"must be an environment variable name (got {describe(token_env)})",
+                )
+    if problems.reported > before or name is None:
+        return None
+    return ConnectionSpec(
+        name=name,
+        transport=transport,
+        command=command,
+        cwd=cwd,
+        env=env,
+        url=url,
+        token_env=token_env,
+        max_threads=max_threads,
+    )
+
+
+def _other(transport: Transport) -> str:
+    return "websocket" if transport is Transport.STDIO else "stdio"
+
+
+def _read_env(value: object, where: Where, problems: Problems) -> tuple[tuple[str, str], ...]:
+    pairs = read_str_map(value, where, problems) or ()
+    for key, text in pairs:
+        if not key or "=" in key or "\0" in key:
+            problems.add(where.at(key), "is not a valid environment variable name")
+        elif "\0" in text:
+            problems.add(where.at(key), "must not contain a NUL character")
+    return pairs
+
+
+def _read_url(data: Mapping[str, object], where: Where, problems: Problems) -> str | None:
+    if "url" not in data:
+        problems.add(where.at("url"), 'missing: a websocket connection needs a url ("ws://...")')
+        return None
+    url = read_str(data["url"], where.at("url"), problems)
+    if url is None:
+        return None
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("ws", "wss") or not rest.strip("/"):
+        problems.add(where.at("url"), f"must start with ws:// or wss:// (got {describe(url)})")
+        return None
+    return url
