@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from typing import Any, TextIO
 import trio
 
 from orchestrator import __version__
+from orchestrator.batch import print_summary, run_batch
 from orchestrator.client import (
     ChatContinuation,
     CodexClient,
@@ -22,7 +24,12 @@ from orchestrator.client import (
     ConversationStep,
     ServerRequest,
     ThreadOptions,
+    TurnStream,
 )
+from orchestrator.config import OrchestratorConfig, load_config, validate_jobs_against_config
+from orchestrator.errors import ConfigError
+from orchestrator.jobs.load import load_task_files
+from orchestrator.jobs.model import JobSpec
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
 from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
@@ -86,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--log-format", choices=["console", "json"], default=None)
 
+    run = commands.add_parser(
+        "run",
+        help="run the jobs of task files over the configured connections",
+        description="Run every job of the task files; results go to the results directory.",
+    )
+    run.add_argument("taskfiles", nargs="+", metavar="TASKFILE")
+    run.add_argument("-c", "--config", help="config file (default: one stdio connection)")
+    run.add_argument("--force", action="store_true", help="rerun jobs that already completed")
+    run.add_argument("--log-format", choices=["console", "json"], default=None)
+    run.add_argument(
+        "--no-progress", action="store_true", help="no live progress line, even on a terminal"
+    )
+
+    validate = commands.add_parser(
+        "validate", help="check task files (and a config) without running anything"
+    )
+    validate.add_argument("taskfiles", nargs="+", metavar="TASKFILE")
+    validate.add_argument("-c", "--config", help="config file to check the jobs against")
+
     provider = commands.add_parser(
         "scripted-provider",
         help="serve the scripted model provider on 127.0.0.1",
@@ -102,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         # It has its own parser: hand it every argument, --help included.
         return scripted_provider_main(argv[1:])
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format if args.command == "chat" else None)
+    configure_logging(getattr(args, "log_format", None))
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "run":
+        return _run(args)
     if args.command == "chat":
         prompts = list(args.prompt)
         if not prompts:
@@ -121,6 +151,67 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _load(args: argparse.Namespace) -> tuple[OrchestratorConfig, tuple[JobSpec, ...]]:
+    """Config and jobs, validated together; raises ConfigError naming every problem."""
+    problems: list[str] = []
+    config: OrchestratorConfig | None = None
+    jobs: tuple[JobSpec, ...] = ()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    try:
+        jobs = load_task_files(args.taskfiles)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if config is not None and jobs:
+        try:
+            validate_jobs_against_config(jobs, config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError("\n".join(problems), problems=tuple(problems))
+    assert config is not None
+    return config, jobs
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        config, jobs = _load(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"ok: {len(jobs)} jobs in {len(args.taskfiles)} file(s), "
+        f"{len(config.connections)} connection(s)"
+    )
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config, jobs = _load(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    progress = sys.stderr.isatty() and not args.no_progress
+    try:
+        summary = trio.run(
+            functools.partial(run_batch, config, jobs, force=args.force, progress=progress)
+        )
+    except KeyboardInterrupt:
+        print("stopped at once; results of finished jobs are on disk", file=sys.stderr)
+        return 130
+    print_summary(summary, sys.stdout)
+    print(f"results: {config.results_dir}", file=sys.stdout)
+    totals = summary["totals"]
+    return EXIT_OK if totals["completed"] == totals["jobs"] else EXIT_FAILED
 
 
 @asynccontextmanager
@@ -182,7 +273,7 @@ async def _chat(args: argparse.Namespace, prompts: Sequence[str]) -> int:
 
 
 async def _print_turn(
-    client: CodexClient, stream: Any, args: argparse.Namespace, out: TextIO
+    client: CodexClient, stream: TurnStream, args: argparse.Namespace, out: TextIO
 ) -> str:
     """Print the turn's steps as they complete, resuming or cancelling on inactivity."""
     continuation: ChatContinuation | None = None

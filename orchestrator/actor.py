@@ -1,0 +1,148 @@
+"""A connection actor: one supervised app-server connection shared by many jobs' threads.
+
+The actor keeps a `CodexClient` connected: when the app-server dies or the socket drops, it
+reconnects with exponential backoff and jitter while other actors go on. Each (re)connection
+is a new *generation*; a job that sees its generation end knows its threads must be resumed.
+Jobs lease one of `max_threads` slots to run a thread here. Server requests are dispatched to
+the job that owns the thread.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import structlog
+import trio
+
+from orchestrator.client import ApprovalHandler, CodexClient
+from orchestrator.config import ConnectionSpec
+from orchestrator.errors import CodexError
+from orchestrator.models import ServerRequest
+from orchestrator.transport.stdio import find_codex
+
+log = structlog.get_logger("orchestrator.actor")
+
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+
+
+class ConnectionActor:
+    """Keeps one app-server connection alive and lends its threads to jobs."""
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.slots = trio.Semaphore(spec.max_threads)
+        self.generation = 0
+        self.restarts = 0
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.thread_handlers: dict[str, ApprovalHandler] = {}
+        self._extra_env = dict(extra_env or {})
+        self._client_options = dict(client_options or {})
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._client: CodexClient | None = None
+        self._changed = trio.Event()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, and reconnect whenever the connection ends, until cancelled.
+
+        `task_status.started()` is called after the first attempt, successful or not, so a
+        dead connection does not hold up the others.
+        """
+        started = False
+        failures = 0
+        bound = log.bind(connection=self.name)
+        while True:
+            try:
+                async with self._connect() as client:
+                    await client.initialize()
+                    self._client = client
+                    self.generation += 1
+                    self.state = "up"
+                    failures = 0
+                    self._notify()
+                    bound.info("connection up", generation=self.generation)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await client.reader_done.wait()
+                    self.last_error = str(client.close_error or "connection ended")
+            except CodexError as exc:
+                self.last_error = str(exc)
+            finally:
+                self._client = None
+                self.state = "down"
+                self._notify()
+            if not started:
+                task_status.started()
+                started = True
+            self.restarts += 1
+            delay = min(self._backoff_max, self._backoff_base * 2**failures)
+            delay *= random.uniform(0.5, 1.5)  # jitter: don't restart in lockstep
+            failures += 1
+            bound.warning("connection down; restarting", error=self.last_error, delay=delay)
+            await trio.sleep(delay)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _connect(self) -> AbstractAsyncContextManager[CodexClient]:
+        options: dict[str, Any] = {"approval_handler": self._dispatch, **self._client_options}
+        if self.spec.transport == "websocket":
+            token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
+            return CodexClient.connect_websocket(self.spec.url, token=token, **options)
+        command = list(self.spec.command)
+        if command and command[0] == "codex":
+            command[0] = find_codex()
+        env = {**self._extra_env, **self.spec.env}
+        return CodexClient.connect_stdio(command, env=env, **options)
+
+    # -- for jobs ----------------------------------------------------------------------
+
+    async def wait_client(self) -> tuple[CodexClient, int]:
+        """The connected client and its generation, waiting for a (re)connection if needed."""
+        while self._client is None:
+            await self._changed.wait()
+        return self._client, self.generation
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        """Hold one of this connection's `max_threads` slots."""
+        async with self.slots:
+            yield
+
+    async def _dispatch(self, request: ServerRequest) -> Mapping[str, Any] | None:
+        handler = self.thread_handlers.get(request.thread_id or "")
+        if handler is None:
+            return None  # not a thread of ours: the client's refusal
+        return await handler(request)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Health of this connection, for status displays."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "generation": self.generation,
+            "restarts": self.restarts,
+            "threads_in_use": self.spec.max_threads - self.slots.value,
+            "max_threads": self.spec.max_threads,
+            "last_error": self.last_error,
+        }

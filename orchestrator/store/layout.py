@@ -1,0 +1,45 @@
+"""Where each record lives under the results directory. Pure: paths only, no I/O."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+
+JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class UnsafeJobId(ValueError):
+    """A job id that could name a path outside the results directory."""
+
+
+def check_job_id(job_id: str) -> str:
+    """The id itself, if it is a safe single path component."""
+    if not JOB_ID.match(job_id) or job_id in (".", ".."):
+        raise UnsafeJobId(f"job id {job_id!r} is not a safe name ([A-Za-z0-9._-]+)")
+    return job_id
+
+
+@attrs.frozen
+class ResultsLayout:
+    """Paths of the files one run writes."""
+
+    root: Path
+
+    def job_dir(self, job_id: str) -> Path:
+        """`<root>/<job-id>/`; the id cannot escape the root."""
+        return self.root / check_job_id(job_id)
+
+    def result_path(self, job_id: str) -> Path:
+        """`<root>/<job-id>/result.json`."""
+        return self.job_dir(job_id) / "result.json"
+
+    def steps_path(self, job_id: str) -> Path:
+        """`<root>/<job-id>/steps.jsonl`."""
+        return self.job_dir(job_id) / "steps.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        """`<root>/summary.json`."""
+        return self.root / "summary.json"
