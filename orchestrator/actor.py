@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -41,6 +41,8 @@ class ConnectionActor:
         client_options: Mapping[str, Any] | None = None,
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
+        connector: Callable[[ApprovalHandler], AbstractAsyncContextManager[CodexClient]]
+        | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -54,6 +56,7 @@ class ConnectionActor:
         self._client_options = dict(client_options or {})
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._connector = connector  # tests connect to fakes through this
         self._client: CodexClient | None = None
         self._changed = trio.Event()
         self._stopping = False
@@ -105,6 +108,8 @@ class ConnectionActor:
         self._changed = trio.Event()
 
     def _connect(self) -> AbstractAsyncContextManager[CodexClient]:
+        if self._connector is not None:
+            return self._connector(self._dispatch)
         options: dict[str, Any] = {"approval_handler": self._dispatch, **self._client_options}
         if self.spec.transport == "websocket":
             token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
@@ -119,7 +124,8 @@ class ConnectionActor:
 
     async def wait_client(self) -> tuple[CodexClient, int]:
         """The connected client and its generation, waiting for a (re)connection if needed."""
-        while self._client is None:
+        # A client whose connection just died may still be set until the actor notices.
+        while self._client is None or self._client.closed:
             await self._changed.wait()
         return self._client, self.generation
 

@@ -23,8 +23,11 @@ TurnScript = Callable[["FakeTurn"], Awaitable[None]]
 class FakeTurn:
     """One running turn of the fake server; scripts emit its events through this."""
 
-    def __init__(self, server: FakeAppServer, thread_id: str, turn_id: str, msg_id: Any) -> None:
+    def __init__(
+        self, server: FakeAppServer, thread_id: str, turn_id: str, msg_id: Any, text: str = ""
+    ) -> None:
         self.server = server
+        self.text = text  # the turn's input text
         self.thread_id = thread_id
         self.turn_id = turn_id
         self._msg_id = msg_id
@@ -125,6 +128,8 @@ class FakeAppServer:
         self.completed_turns: dict[str, dict[str, Any]] = {}
         self.last_input_text = ""
         self._threads = itertools.count(1)
+        self.active_turns = 0  # turns running now, and the most seen at once
+        self.max_active_turns = 0
         self._turns = itertools.count(1)
         self._server_ids = itertools.count(0)
         self._waiting: dict[Any, trio.Event] = {}
@@ -218,7 +223,13 @@ class FakeAppServer:
             self.last_input_text = " ".join(
                 part.get("text", "") for part in params.get("input", [])
             )
-            turn = FakeTurn(self, params["threadId"], f"turn-{next(self._turns)}", msg_id)
+            turn = FakeTurn(
+                self,
+                params["threadId"],
+                f"turn-{next(self._turns)}",
+                msg_id,
+                self.last_input_text,
+            )
             script = self.scripts.popleft() if self.scripts else self.turn_script
             assert self._nursery is not None
             self._nursery.start_soon(self._run_turn, turn, script)
@@ -227,6 +238,9 @@ class FakeAppServer:
             await self.send({"id": msg_id, "result": {}})
             if scope is not None:
                 scope.cancel()
+        elif method == "thread/resume":
+            thread = {"id": params["threadId"], "status": {"type": "idle"}, "turns": []}
+            await self.send({"id": msg_id, "result": {"thread": thread}})
         elif method == "thread/read":
             turns = [t for t in self.completed_turns.values()]
             thread = {"id": params["threadId"], "turns": turns}
@@ -237,9 +251,14 @@ class FakeAppServer:
             )
 
     async def _run_turn(self, turn: FakeTurn, script: TurnScript) -> None:
-        with trio.CancelScope() as scope:
-            self._running[turn.turn_id] = scope
-            await script(turn)
+        self.active_turns += 1
+        self.max_active_turns = max(self.max_active_turns, self.active_turns)
+        try:
+            with trio.CancelScope() as scope:
+                self._running[turn.turn_id] = scope
+                await script(turn)
+        finally:
+            self.active_turns -= 1
         del self._running[turn.turn_id]
         if scope.cancelled_caught:
             await turn.accept()
