@@ -207,9 +207,8 @@ async def test_default_url_comes_from_the_environment(monkeypatch: pytest.Monkey
 # -- refusals and closes ---------------------------------------------------------------------
 
 
-# trio-websocket (0.12.2) never closes the client's TCP stream when the upgrade is rejected;
-# the socket is found unclosed when the error is collected, which this test forces.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# trio-websocket (0.12.2) never closes the client's TCP stream when the upgrade is rejected,
+# so the transport owns the stream; the gc.collect() below would expose a leaked socket.
 async def test_rejected_upgrade_names_the_status_and_body_but_never_the_token() -> None:
     """HTTP 401 on the upgrade is a `CodexTransportError` with the status and body, and the
     token appears nowhere in it."""
@@ -226,7 +225,7 @@ async def test_rejected_upgrade_names_the_status_and_body_but_never_the_token() 
     everything = "".join(traceback.format_exception(caught.value)) + repr(caught.value.__context__)
     assert TOKEN not in everything
     del caught
-    gc.collect()
+    gc.collect()  # a leaked socket of the refused upgrade would warn (and fail) right here
 
 
 async def test_connection_refused_is_a_transport_error_with_the_reason() -> None:

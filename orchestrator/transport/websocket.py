@@ -8,7 +8,10 @@ not negotiate it) and no `Origin` header is sent. The bearer token goes in the u
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
@@ -162,47 +165,132 @@ async def open_websocket_transport(
         extra.append((name.encode("latin-1"), value.encode("latin-1")))
     if token:
         extra.append((b"Authorization", f"Bearer {token}".encode("latin-1")))
-    connected = False
+    host, port, resource, use_tls = _split_url(target)
+    async with open_background_nursery() as nursery:
+        try:
+            connection = await nursery.start(
+                functools.partial(
+                    _run_connection,
+                    target=target,
+                    host=host,
+                    port=port,
+                    resource=resource,
+                    use_tls=use_tls,
+                    extra_headers=extra,
+                    max_message_bytes=max_message_bytes,
+                    connect_timeout=connect_timeout,
+                )
+            )
+        except BaseExceptionGroup as group:
+            raise _connect_error(target, group) from None
+        transport = WebsocketTransport(connection, url=target)
+        if ping_interval is not None:
+            nursery.start_soon(
+                lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
+            )
+        try:
+            yield transport
+        finally:
+            await transport.aclose()
+
+
+async def _run_connection(
+    *,
+    target: str,
+    host: str,
+    port: int,
+    resource: str,
+    use_tls: bool,
+    extra_headers: list[tuple[bytes, bytes]],
+    max_message_bytes: int,
+    connect_timeout: float,
+    task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
+) -> None:
+    """Open the TCP stream and the websocket on it; host its reader until it ends.
+
+    We own the stream so that it is closed on every failure (trio-websocket leaves the socket
+    of a refused upgrade open). A refusal surfaces as an error of the reader task, hence the
+    nursery here, whose errors `open_websocket_transport` turns into CodexTransportError.
+    """
+    stream = await _connect_stream(target, host, port, use_tls, connect_timeout)
+    started = False
     try:
-        async with trio_websocket.open_websocket_url(
-            target,
-            extra_headers=extra,
-            max_message_size=max_message_bytes,
-            message_queue_size=16,
-            receive_buffer_size=256 * 1024,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=CLOSE_TIMEOUT,
-        ) as connection:
-            connected = True
-            transport = WebsocketTransport(connection, url=target)
-            async with open_background_nursery() as nursery:
-                if ping_interval is not None:
-                    nursery.start_soon(
-                        lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
-                    )
-                try:
-                    yield transport
-                finally:
-                    # Close (bounded) before trio-websocket does: its own close would raise
-                    # DisconnectionTimeout at us when the peer never answers.
-                    await transport.aclose()
-    except trio_websocket.ConnectionRejected as exc:
-        if connected:
-            raise
-        body = (exc.body or b"").decode("utf-8", errors="replace").strip()
+        async with trio.open_nursery() as reader:
+            with trio.fail_after(connect_timeout):
+                connection = await trio_websocket.wrap_client_stream(
+                    reader,
+                    stream,
+                    host if port in (80, 443) else f"{host}:{port}",
+                    resource,
+                    extra_headers=extra_headers,
+                    max_message_size=max_message_bytes,
+                    message_queue_size=16,
+                    receive_buffer_size=256 * 1024,
+                )
+            task_status.started(connection)
+            started = True
+    finally:
+        if not started:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+def _connect_error(target: str, group: BaseExceptionGroup[BaseException]) -> CodexTransportError:
+    """The CodexTransportError for a failed connection attempt."""
+    for exc in _leaves(group):
+        if isinstance(exc, CodexTransportError):
+            return exc
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            body = (exc.body or b"").decode("utf-8", errors="replace").strip()
+            return CodexTransportError(
+                f"app-server at {target} refused the websocket: HTTP {exc.status_code}"
+                + (f" {body}" if body else "")
+            )
+    reasons = "; ".join(repr(exc) for exc in _leaves(group))
+    return CodexTransportError(
+        f"cannot connect to app-server at {target}: websocket handshake failed: {reasons}"
+    )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+def _split_url(url: str) -> tuple[str, int, str, bool]:
+    """(host, port, resource, tls) of a ws:// or wss:// URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise CodexTransportError(f"not a websocket URL (ws:// or wss://): {url!r}")
+    use_tls = parts.scheme == "wss"
+    try:
+        port = parts.port or (443 if use_tls else 80)
+    except ValueError:
+        raise CodexTransportError(f"bad port in websocket URL {url!r}") from None
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return parts.hostname, port, resource, use_tls
+
+
+async def _connect_stream(
+    target: str, host: str, port: int, use_tls: bool, timeout: float
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    try:
+        with trio.fail_after(timeout):
+            if use_tls:
+                return await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                )
+            return await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
         raise CodexTransportError(
-            f"app-server at {target} refused the websocket: HTTP {exc.status_code}"
-            + (f" {body}" if body else "")
-        ) from None
-    except trio_websocket.HandshakeError as exc:
-        if connected:
-            raise
-        # trio-websocket wraps connect errors (refused, unreachable) in a bare HandshakeError.
-        why = str(exc.__cause__) if exc.__cause__ is not None else type(exc).__name__
-        raise CodexTransportError(
-            f"cannot connect to app-server at {target}: websocket handshake failed: {why}"
+            f"cannot connect to app-server at {target}: no connection within {timeout} s"
         ) from None
     except OSError as exc:
-        if connected:
-            raise
-        raise CodexTransportError(f"cannot connect to app-server at {target}: {exc}") from exc
+        raise CodexTransportError(f"cannot connect to app-server at {target}: {exc}") from None
