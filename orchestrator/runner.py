@@ -88,6 +88,7 @@ class JobRunner:
         self.current_turn: str | None = None
         self.continuations = 0
         self._thread_generation: int | None = None
+        self._acknowledged_on: int | None = None  # generation that acknowledged the turn
         self._log = log.bind(job=spec.id, connection=actor.name)
 
     # -- records -----------------------------------------------------------------------
@@ -235,8 +236,6 @@ class JobRunner:
                     TurnOutcome(self.current_turn, "cancelled", None, continuations, "stopped")
                 )
                 raise
-
-    _acknowledged_on: int | None = None
 
     async def _interrupt_on_stop(self, client: CodexClient, stream: TurnStream | None) -> None:
         if stream is None or stream.turn_id is None or client.closed:
