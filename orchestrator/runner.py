@@ -24,6 +24,7 @@ from orchestrator.client import (
     ChatContinuation,
     ChatResult,
     CodexClient,
+    CodexError,
     CodexProtocolError,
     CodexTimeoutError,
     CodexTransportError,
@@ -224,7 +225,9 @@ class JobRunner:
                 if stream is not None and stream.turn_id is not None:
                     continuation = stream.continuation
                 self._consume_retry(f"connection lost: {exc.message}")
-            except (CodexProtocolError, CodexTimeoutError) as exc:
+            except CodexError as exc:
+                # The server refused (a JSON-RPC error), a request timed out, or the reader
+                # fell too far behind: this turn fails; the job records why.
                 self.record("error", error=str(exc))
                 return TurnOutcome(self.current_turn, "failed", None, continuations, str(exc))
             except trio.Cancelled:
