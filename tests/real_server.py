@@ -92,7 +92,8 @@ async def open_ws_app_server(
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await stop_process(process, grace=5)
+            # The websocket server ignores stdin EOF: a short grace, then SIGTERM.
+            await stop_process(process, grace=1)
             if process.stderr is not None:
                 await process.stderr.aclose()
 

@@ -41,8 +41,15 @@ def default_url() -> str:
 class WebsocketTransport(MessageTransport):
     """JSON texts over one websocket connection."""
 
-    def __init__(self, connection: trio_websocket.WebSocketConnection, *, url: str) -> None:
+    def __init__(
+        self,
+        connection: trio_websocket.WebSocketConnection,
+        *,
+        url: str,
+        reader_scope: trio.CancelScope | None = None,
+    ) -> None:
         self.connection = connection
+        self._reader_scope = reader_scope
         self.url = url
         self.description = f"app-server at {url}"
         self.ping_failed = False
@@ -76,6 +83,8 @@ class WebsocketTransport(MessageTransport):
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self.connection.aclose()
             await self.connection._stream.aclose()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()  # the reader was shielded until the close was done
 
     async def closed_error(self) -> CodexTransportError:
         await trio.lowlevel.checkpoint()
@@ -168,7 +177,7 @@ async def open_websocket_transport(
     host, port, resource, use_tls = _split_url(target)
     async with open_background_nursery() as nursery:
         try:
-            connection = await nursery.start(
+            connection, reader_scope = await nursery.start(
                 functools.partial(
                     _run_connection,
                     target=target,
@@ -183,7 +192,7 @@ async def open_websocket_transport(
             )
         except BaseExceptionGroup as group:
             raise _connect_error(target, group) from None
-        transport = WebsocketTransport(connection, url=target)
+        transport = WebsocketTransport(connection, url=target, reader_scope=reader_scope)
         if ping_interval is not None:
             nursery.start_soon(
                 lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
@@ -204,7 +213,7 @@ async def _run_connection(
     extra_headers: list[tuple[bytes, bytes]],
     max_message_bytes: int,
     connect_timeout: float,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
+    task_status: trio.TaskStatus[tuple[trio_websocket.WebSocketConnection, trio.CancelScope]],
 ) -> None:
     """Open the TCP stream and the websocket on it; host its reader until it ends.
 
@@ -215,20 +224,25 @@ async def _run_connection(
     stream = await _connect_stream(target, host, port, use_tls, connect_timeout)
     started = False
     try:
-        async with trio.open_nursery() as reader:
-            with trio.fail_after(connect_timeout):
-                connection = await trio_websocket.wrap_client_stream(
-                    reader,
-                    stream,
-                    host if port in (80, 443) else f"{host}:{port}",
-                    resource,
-                    extra_headers=extra_headers,
-                    max_message_size=max_message_bytes,
-                    message_queue_size=16,
-                    receive_buffer_size=256 * 1024,
-                )
-            task_status.started(connection)
-            started = True
+        with trio.CancelScope() as reader_scope:
+            async with trio.open_nursery() as reader:
+                with trio.fail_after(connect_timeout):
+                    connection = await trio_websocket.wrap_client_stream(
+                        reader,
+                        stream,
+                        host if port in (80, 443) else f"{host}:{port}",
+                        resource,
+                        extra_headers=extra_headers,
+                        max_message_size=max_message_bytes,
+                        message_queue_size=16,
+                        receive_buffer_size=256 * 1024,
+                    )
+                # From now on only the transport stops the reader (after its close
+                # handshake, which needs the reader): a cancelled caller must not kill it
+                # first, or closing would wait for a reply nobody reads.
+                reader_scope.shield = True
+                task_status.started((connection, reader_scope))
+                started = True
     finally:
         if not started:
             with trio.CancelScope(shield=True):
