@@ -177,14 +177,24 @@ def _load(args: argparse.Namespace) -> tuple[OrchestratorConfig, tuple[JobSpec, 
     return config, jobs
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _load_or_report(
+    args: argparse.Namespace,
+) -> tuple[OrchestratorConfig, tuple[JobSpec, ...]] | None:
+    """Config and jobs; or None after printing every problem to stderr."""
     try:
-        config, jobs = _load(args)
+        return _load(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args)
+    if loaded is None:
         return EXIT_USAGE
+    config, jobs = loaded
     print(
         f"ok: {len(jobs)} jobs in {len(args.taskfiles)} file(s), "
         f"{len(config.connections)} connection(s)"
@@ -193,13 +203,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config, jobs = _load(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
+    loaded = _load_or_report(args)
+    if loaded is None:
         return EXIT_USAGE
+    config, jobs = loaded
     progress = sys.stderr.isatty() and not args.no_progress
     try:
         summary = trio.run(
