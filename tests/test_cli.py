@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from orchestrator.cli import main
+from orchestrator.scripted import open_scripted_provider, write_codex_home
+from tests.real_server import open_ws_app_server
 
 pytestmark = pytest.mark.real_server
 
@@ -91,3 +95,38 @@ def test_offline_client_example_runs() -> None:
     assert "completed: REASONED: what to do" in done.stdout
     assert "made-by-codex.txt" in done.stdout
     assert "completed: SLOW: take your time after" in done.stdout
+
+
+async def test_chat_over_websocket_with_a_token(tmp_path: Path) -> None:
+    """`--transport websocket --url --token` talks to a token-protected app-server."""
+    token_file = tmp_path / "token"
+    token_file.write_text("cli-secret-token")
+    work = tmp_path / "work"
+    work.mkdir()
+    async with open_scripted_provider() as provider:
+        env = write_codex_home(tmp_path / "home", base_url=provider.base_url)
+        extra = ("--ws-auth", "capability-token", "--ws-token-file", str(token_file))
+        async with open_ws_app_server(env, cwd=work, extra_args=extra) as url:
+            argv = [
+                "chat",
+                "--transport",
+                "websocket",
+                "--url",
+                url,
+                "--token",
+                "cli-secret-token",
+                "--cwd",
+                str(work),
+                "--prompt",
+                "over ws",
+            ]
+            out = io.StringIO()
+
+            def run_cli() -> int:
+                with contextlib.redirect_stdout(out):
+                    return main(argv)
+
+            code = await trio.to_thread.run_sync(run_cli)
+    assert code == 0
+    assert "--- codex ---\nECHO: over ws" in out.getvalue()
+    assert "cli-secret-token" not in out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -13,6 +14,7 @@ import trio
 import trio.testing
 
 from orchestrator.actor import ConnectionActor
+from orchestrator.batch import Progress
 from orchestrator.client import ApprovalHandler, CodexClient
 from orchestrator.config import ConnectionSpec
 from orchestrator.jobs.load import load_task_files
@@ -349,3 +351,14 @@ async def test_stop_interrupts_running_turns_and_records_them(
     assert result(tmp_path, "later")["status"] == "cancelled"
     assert fleet.servers["a"][0].method_counts["turn/interrupt"] == 1
     assert summary["totals"]["cancelled"] == 2
+
+
+def test_progress_line_counts_jobs_by_state(tmp_path: Path) -> None:
+    """The live line shows running, waiting, done, failed, cancelled and continuations."""
+    jobs = jobs_from(tmp_path, "".join(f'[[jobs]]\nid = "j{n}"\nprompt = "x"\n' for n in range(5)))
+    scheduler = Scheduler(jobs, ActorPool([]), ResultsLayout(tmp_path), max_concurrent_jobs=1)
+    for job_id, status in [("j0", "running"), ("j1", "completed"), ("j2", "failed")]:
+        scheduler.states[job_id].status = status
+    line = Progress(scheduler, io.StringIO()).line()
+    assert line.startswith("running 1 · waiting 2 · done 1 · failed 1 · cancelled 0 · ")
+    assert "continuations 0" in line
