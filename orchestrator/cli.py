@@ -7,6 +7,7 @@ import functools
 import json
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,16 @@ from orchestrator.client import (
     TurnStream,
 )
 from orchestrator.config import OrchestratorConfig, load_config, validate_jobs_against_config
+from orchestrator.daemon import (
+    Daemon,
+    DaemonError,
+    collect_status,
+    daemon_lock,
+    format_status,
+    json_dumps,
+    request_cancel,
+    running_daemon_pid,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
@@ -35,6 +46,8 @@ from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_res
 from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
 from orchestrator.scripted import main as scripted_provider_main
 from orchestrator.scripted.home import write_codex_home
+from orchestrator.store.files import read_json
+from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.stdio import find_codex
 
 EXIT_OK = 0
@@ -112,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("taskfiles", nargs="+", metavar="TASKFILE")
     validate.add_argument("-c", "--config", help="config file to check the jobs against")
 
+    daemon = commands.add_parser(
+        "daemon",
+        help="run as a service: take task files dropped into the inbox",
+        description="Run until SIGTERM/SIGINT, taking task files renamed into inbox_dir.",
+    )
+    daemon.add_argument("-c", "--config", help="config file (default: one stdio connection)")
+    daemon.add_argument("--log-format", choices=["console", "json"], default=None)
+    daemon.add_argument("--log-file", help="append JSON log lines to this file, not stderr")
+
+    status = commands.add_parser("status", help="jobs and connections of a daemon's state dir")
+    status.add_argument("-c", "--config", help="config file (default: one stdio connection)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cancel = commands.add_parser("cancel", help="ask the running daemon to cancel a job")
+    cancel.add_argument("job_id", metavar="JOB-ID")
+    cancel.add_argument("-c", "--config", help="config file (default: one stdio connection)")
+    cancel.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the result (0: do not)"
+    )
+
     provider = commands.add_parser(
         "scripted-provider",
         help="serve the scripted model provider on 127.0.0.1",
@@ -128,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         # It has its own parser: hand it every argument, --help included.
         return scripted_provider_main(argv[1:])
     args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "log_format", None))
+    configure_logging(getattr(args, "log_format", None), log_file=getattr(args, "log_file", None))
+    if args.command in ("daemon", "status", "cancel"):
+        return _service_command(args)
     if args.command == "validate":
         return _validate(args)
     if args.command == "run":
@@ -175,6 +210,53 @@ def _load(args: argparse.Namespace) -> tuple[OrchestratorConfig, tuple[JobSpec, 
         raise ConfigError("\n".join(problems), problems=tuple(problems))
     assert config is not None
     return config, jobs
+
+
+def _service_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "status":
+        status = collect_status(config)
+        print(json_dumps(status) if args.json else format_status(status))
+        return EXIT_OK
+    if args.command == "cancel":
+        return _cancel(config, args.job_id, args.wait)
+    try:
+        with daemon_lock(config.state_dir):
+            trio.run(Daemon(config).run)
+    except DaemonError as exc:
+        print(f"orchestrator daemon: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cancel(config: OrchestratorConfig, job_id: str, wait: float) -> int:
+    if running_daemon_pid(config.state_dir) is None:
+        print(f"orchestrator cancel: no daemon is running on {config.state_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        request_cancel(config, job_id)
+    except ValueError as exc:
+        print(f"orchestrator cancel: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result_path = ResultsLayout(config.results_dir).result_path(job_id)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        result = read_json(result_path)
+        if isinstance(result, dict) and result.get("status") in (
+            "cancelled",
+            "completed",
+            "failed",
+        ):
+            print(f"{job_id}: {result['status']}")
+            return EXIT_OK
+        time.sleep(0.2)
+    print(f"{job_id}: cancel requested")
+    return EXIT_OK
 
 
 def _load_or_report(

@@ -7,10 +7,11 @@ registered secret value (a websocket token, an API key) is masked wherever it ap
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -51,9 +52,19 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(log_format: str | None = None, *, level: int = logging.INFO) -> None:
-    """Set up structlog for a command: `console` or `json` (default: console on a TTY)."""
-    if log_format is None:
+def _open_log(path: str) -> TextIO:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+def configure_logging(
+    log_format: str | None = None, *, level: int = logging.INFO, log_file: str | None = None
+) -> None:
+    """Set up structlog for a command: `console` or `json` (default: console on a TTY),
+    to stderr or appended to `log_file` (always JSON)."""
+    if log_file is not None:
+        log_format = "json"
+    elif log_format is None:
         log_format = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -70,6 +81,8 @@ def configure_logging(log_format: str | None = None, *, level: int = logging.INF
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(
+            file=_open_log(log_file) if log_file else _CurrentStderr()  # type: ignore[arg-type]
+        ),
         cache_logger_on_first_use=False,
     )

@@ -11,7 +11,6 @@ how often.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +34,8 @@ from orchestrator.client import (
 )
 from orchestrator.jobs.model import InactivityAction, JobSpec
 from orchestrator.policy import answer_request, on_inactivity
-from orchestrator.store.files import JsonlLog
+from orchestrator.store.files import JsonlLog, utc_now
+from orchestrator.store.journal import JobJournal, JobProgress
 
 log = structlog.get_logger("orchestrator.runner")
 
@@ -48,12 +48,6 @@ USAGE_KEYS = (
     "reasoning_output_tokens",
     "total_tokens",
 )
-
-
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with milliseconds."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 @attrs.define
@@ -78,11 +72,21 @@ class JobFailed(Exception):
 class JobRunner:
     """Runs one job's turns; created per attempt of the whole job by the scheduler."""
 
-    def __init__(self, spec: JobSpec, actor: ConnectionActor, steps: JsonlLog) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        actor: ConnectionActor,
+        steps: JsonlLog,
+        *,
+        journal: JobJournal | None = None,
+        resume: JobProgress | None = None,
+    ) -> None:
         self.spec = spec
         self.actor = actor
         self.steps = steps
-        self.thread_id: str | None = None
+        self.journal = journal
+        self.resume = resume
+        self.thread_id: str | None = resume.thread_id if resume else None
         self.attempts = 1
         self.usage: dict[str, int] = dict.fromkeys(USAGE_KEYS, 0)
         self.turns: list[TurnOutcome] = []
@@ -93,6 +97,11 @@ class JobRunner:
         self._log = log.bind(job=spec.id, connection=actor.name)
 
     # -- records -----------------------------------------------------------------------
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Record a transition in the crash-safe journal (daemon runs only)."""
+        if self.journal is not None:
+            self.journal.append(name, **fields)
 
     def record(self, kind: str, turn_id: str | None = None, **fields: Any) -> None:
         """Append one record to the step log."""
@@ -135,8 +144,9 @@ class JobRunner:
         limit = self.spec.max_duration if self.spec.max_duration is not None else math.inf
         with trio.move_on_after(limit) as overall:
             try:
-                for prompt in self.spec.turns:
-                    outcome = await self._run_turn(prompt)
+                first = self.resume.turns_done if self.resume else 0
+                for index in range(first, len(self.spec.turns)):
+                    outcome = await self._run_turn(self.spec.turns[index], index)
                     self.turns.append(outcome)
                     if outcome.status != "completed":
                         return (
@@ -160,6 +170,7 @@ class JobRunner:
             self.thread_id = await client.start_thread(self.spec.thread_options())
             self._thread_generation = generation
             self.actor.thread_handlers[self.thread_id] = self._answer
+            self.event("thread_started", thread_id=self.thread_id)
             self.record("thread_started", connection=self.actor.name)
             self._log = self._log.bind(thread=self.thread_id)
         elif self._thread_generation != generation:
@@ -175,15 +186,51 @@ class JobRunner:
             self.actor.thread_handlers[self.thread_id] = self._answer
             self.record("thread_resumed", connection=self.actor.name, generation=generation)
 
-    async def _run_turn(self, prompt: str) -> TurnOutcome:
-        continuation: ChatContinuation | None = None
+    def _recovered_continuation(self, index: int) -> ChatContinuation | None:
+        """The acknowledged turn a restarted daemon must resume rather than re-send."""
+        resume = self.resume
+        if resume is None or index != resume.turns_done or self.thread_id is None:
+            return None
+        if resume.pending_turn is not None:
+            self.current_turn = resume.pending_turn
+            return ChatContinuation(thread_id=self.thread_id, turn_id=resume.pending_turn)
+        return None
+
+    async def _adopt_unacknowledged_turn(self, client: CodexClient) -> ChatContinuation | None:
+        """turn/start was sent but its acknowledgement never recorded (a crash in between):
+        if the thread has a turn we have not seen, it is ours: adopt it, do not re-send."""
+        assert self.thread_id is not None and self.resume is not None
+        result = await client.request(
+            "thread/read", {"threadId": self.thread_id, "includeTurns": True}
+        )
+        turns = ((result or {}).get("thread") or {}).get("turns") or []
+        if turns and isinstance(turns[-1], dict):
+            last = turns[-1].get("id")
+            if isinstance(last, str) and last not in self.resume.known_turns:
+                self.record("turn_adopted", turn_id=last)
+                self.current_turn = last
+                return ChatContinuation(thread_id=self.thread_id, turn_id=last)
+        return None
+
+    async def _run_turn(self, prompt: str, index: int = 0) -> TurnOutcome:
+        continuation = self._recovered_continuation(index)
+        adopt = (
+            continuation is None
+            and self.resume is not None
+            and self.resume.turn_starting
+            and index == self.resume.turns_done
+        )
         continuations = 0
-        self.current_turn = None
+        if continuation is None:
+            self.current_turn = None
         while True:
             client, generation = await self.actor.wait_client()
             stream: TurnStream | None = None
             try:
                 await self._ensure_thread(client, generation)
+                if adopt:
+                    adopt = False
+                    continuation = await self._adopt_unacknowledged_turn(client)
                 if continuation is not None and generation != self._acknowledged_on:
                     continuation = await self._reconcile_lost_turn(client, continuation)
                 if continuation is None:
@@ -192,8 +239,10 @@ class JobRunner:
                         thread_id=self.thread_id,
                         inactivity_timeout=self.spec.inactivity_timeout,
                     )
+                    self.event("turn_starting", turn_index=index)
                     self.current_turn = await stream.start()
                     self._acknowledged_on = generation
+                    self.event("turn_acknowledged", turn_index=index, turn_id=self.current_turn)
                     self.record("turn_started", prompt=prompt)
                     self._log.info("turn started", turn=self.current_turn)
                 else:
@@ -205,7 +254,11 @@ class JobRunner:
                 async for step in stream:
                     self.record_step(step)
                 result = await stream.result()
-                return self._finish_turn(result, continuations)
+                outcome = self._finish_turn(result, continuations)
+                self.event(
+                    "turn_completed", turn_index=index, turn_id=result.turn_id, status=result.status
+                )
+                return outcome
             except CodexTurnInactiveError as exc:
                 continuation = exc.continuation
                 action = on_inactivity(self.spec, continuations)
@@ -219,6 +272,7 @@ class JobRunner:
                     continuations += 1
                     self.continuations += 1
                     self.record("continuation", number=continuations)
+                    self.event("continuation", turn_id=continuation.turn_id)
                     continue
                 return await self._stop_turn(client, continuation, action, continuations)
             except CodexTransportError as exc:
@@ -275,6 +329,7 @@ class JobRunner:
             self.record("turn_reconciled", status=status, turn_id=continuation.turn_id)
             return continuation
         self.record("turn_lost", status=status, turn_id=continuation.turn_id)
+        self.event("turn_lost", turn_id=continuation.turn_id)
         return None
 
     async def _thread_active(self, client: CodexClient, thread_id: str) -> bool:

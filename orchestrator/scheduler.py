@@ -9,6 +9,7 @@ Results are written atomically when each job ends; `summary.json` when the run e
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -20,8 +21,9 @@ import trio
 
 from orchestrator.actor import ConnectionActor
 from orchestrator.jobs.model import JobSpec
-from orchestrator.runner import JobFailed, JobRunner, utc_now
-from orchestrator.store.files import JsonlLog, read_json, write_json_atomic
+from orchestrator.runner import JobFailed, JobRunner
+from orchestrator.store.files import JsonlLog, read_json, utc_now, write_json_atomic
+from orchestrator.store.journal import JobProgress, Journals
 from orchestrator.store.layout import ResultsLayout
 
 log = structlog.get_logger("orchestrator.scheduler")
@@ -41,6 +43,8 @@ class JobState:
     result: dict[str, Any] | None = None
     reused: bool = False  # completed in an earlier run; not run again
     runner: JobRunner | None = None
+    progress: JobProgress | None = None  # where a restarted daemon picks the job up
+    cancel_reason: str | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -93,15 +97,20 @@ class Scheduler:
         max_concurrent_jobs: int,
         force: bool = False,
         on_change: Callable[[JobState], None] | None = None,
+        journals: Journals | None = None,
     ) -> None:
         self.states = {job.id: JobState(job) for job in jobs}
+        self.journals = journals
         self.pool = pool
         self.layout = layout
         self.force = force
         self._global = trio.Semaphore(max_concurrent_jobs)
         self._on_change = on_change or (lambda state: None)
         self._scopes: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._change = trio.Event()
         self.stopping = False
+        self.suspending = False
         self.started_at = utc_now()
 
     def stop(self) -> None:
@@ -111,16 +120,85 @@ class Scheduler:
         for scope in self._scopes.values():
             scope.cancel()
 
+    def suspend(self) -> None:
+        """Stop without ending any job (daemon shutdown): running turns are interrupted, and
+        no result is written, so the next daemon picks every unfinished job up again."""
+        self.suspending = True
+        self.stop()
+
+    def suspend_waiting(self) -> None:
+        """Daemon shutdown, first step: jobs not running yet are left for the next start;
+        running ones go on (their results are still written if they finish)."""
+        self.suspending = True
+        for job_id, state in self.states.items():
+            if state.status not in ("running", *FINAL):
+                scope = self._scopes.get(job_id)
+                if scope is not None:
+                    scope.cancel()
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled on request") -> bool:
+        """Cancel one job: its turn is interrupted and the job recorded `cancelled`."""
+        state = self.states.get(job_id)
+        scope = self._scopes.get(job_id)
+        if state is None or scope is None or state.status in FINAL:
+            return False
+        state.cancel_reason = reason
+        scope.cancel()
+        return True
+
+    @property
+    def running(self) -> int:
+        """Jobs holding a connection slot now."""
+        return sum(1 for state in self.states.values() if state.status == "running")
+
     async def run(self) -> dict[str, Any]:
         """Run every job; returns the summary (also written to summary.json)."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for state in self.states.values():
                 nursery.start_soon(self._run_job, state)
         return self.write_summary()
 
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run jobs as they are submitted, until cancelled (the daemon's mode)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def submit(self, job: JobSpec, progress: JobProgress | None = None) -> None:
+        """Schedule one more job (while `serve` runs)."""
+        assert self._nursery is not None, "submit() needs serve() running"
+        state = JobState(job, progress=progress)
+        self.states[job.id] = state
+        self._nursery.start_soon(self._run_job, state)
+
+    def _dependency_status(self, job_id: str) -> str:
+        state = self.states.get(job_id)
+        if state is not None:
+            return state.status
+        # Finished in an earlier life of the daemon: its result file tells.
+        previous = read_json(self.layout.result_path(job_id))
+        return str(previous.get("status")) if isinstance(previous, dict) else "unknown"
+
     def _changed(self, state: JobState, status: str) -> None:
         state.status = status
         self._on_change(state)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._change.set()
+        self._change = trio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until `condition()` holds; it is checked whenever a job changes state."""
+        while not condition():
+            await self._change.wait()
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs whose task has not ended yet."""
+        return len(self._scopes)
 
     async def _run_job(self, state: JobState) -> None:
         spec = state.spec
@@ -130,10 +208,12 @@ class Scheduler:
                 if self.stopping:
                     scope.cancel()
                 for dep in spec.depends_on:
-                    await self.states[dep].done.wait()
-                blocked = [d for d in spec.depends_on if self.states[d].status != "completed"]
+                    if dep in self.states:
+                        await self.states[dep].done.wait()
+                statuses = {d: self._dependency_status(d) for d in spec.depends_on}
+                blocked = [d for d, status in statuses.items() if status != "completed"]
                 if blocked:
-                    reasons = ", ".join(f"{d} ({self.states[d].status})" for d in blocked)
+                    reasons = ", ".join(f"{d} ({statuses[d]})" for d in blocked)
                     self._finish(state, "cancelled", error=f"not run: dependency {reasons}")
                     return
                 if not self.force and self._reuse(state):
@@ -141,11 +221,14 @@ class Scheduler:
                 self._changed(state, "waiting")
                 async with self._global, self.pool.lease(spec.connection) as actor:
                     await self._run_on(state, actor)
-            if state.status not in FINAL:
-                self._finish(state, "cancelled", error="not run: the run was stopped")
+            if state.status not in FINAL and not self.suspending:
+                self._finish(
+                    state, "cancelled", error=state.cancel_reason or "not run: the run was stopped"
+                )
         finally:
             self._scopes.pop(spec.id, None)
             state.done.set()
+            self._wake()
 
     def _reuse(self, state: JobState) -> bool:
         previous = read_json(self.layout.result_path(state.spec.id))
@@ -164,23 +247,37 @@ class Scheduler:
         started_at = utc_now()
         self._changed(state, "running")
         steps_path = self.layout.steps_path(spec.id)
-        if steps_path.exists():
+        if steps_path.exists() and state.progress is None:
             # A fresh run of the job gets a fresh step log; the previous one is kept aside.
+            # (A job resumed by a restarted daemon goes on appending to its log.)
             steps_path.replace(steps_path.with_suffix(".jsonl.previous"))
-        with JsonlLog(steps_path) as steps:
-            runner = JobRunner(spec, actor, steps)
-            state.runner = runner
-            error: str | None = None
-            try:
-                status = await runner.run()
-            except JobFailed as exc:
-                status, error = "failed", str(exc)
-            except trio.Cancelled:
-                # Stopping (Ctrl-C, shutdown): record the job cancelled before unwinding.
-                self._finish(
-                    state, "cancelled", runner=runner, error="stopped", started_at=started_at
-                )
-                raise
+        journal = self.journals.open(spec.id) if self.journals is not None else None
+        try:
+            if journal is not None:
+                journal.append("scheduled", connection=actor.name)
+            with JsonlLog(steps_path) as steps:
+                runner = JobRunner(spec, actor, steps, journal=journal, resume=state.progress)
+                state.runner = runner
+                error: str | None = None
+                try:
+                    status = await runner.run()
+                except JobFailed as exc:
+                    status, error = "failed", str(exc)
+                except trio.Cancelled:
+                    # Stopping: record the job cancelled before unwinding, unless the daemon
+                    # is only suspending it until its next start.
+                    if not self.suspending:
+                        self._finish(
+                            state,
+                            "cancelled",
+                            runner=runner,
+                            error=state.cancel_reason or "stopped",
+                            started_at=started_at,
+                        )
+                    raise
+        finally:
+            if journal is not None:
+                journal.close()
         if error is None and status != "completed":
             error = next((t.error for t in reversed(runner.turns) if t.error), None)
         self._finish(state, status, runner=runner, error=error, started_at=started_at)
@@ -215,6 +312,10 @@ class Scheduler:
             "steps_file": str(self.layout.steps_path(state.spec.id)),
         }
         write_json_atomic(self.layout.result_path(state.spec.id), result)
+        if self.journals is not None:
+            with contextlib.closing(self.journals.open(state.spec.id)) as journal:
+                journal.append("result_written", status=status)
+            self.journals.compact(state.spec.id)
         state.result = result
         self._changed(state, status)
 

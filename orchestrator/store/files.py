@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with milliseconds, for records."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def ensure_dir(path: Path) -> Path:
