@@ -135,6 +135,19 @@ class ConnectionActor:
         async with self.slots:
             yield
 
+    @asynccontextmanager
+    async def slots_all(self) -> AsyncIterator[None]:
+        """Hold every thread slot: returns once no job uses this connection."""
+        taken = 0
+        try:
+            for _ in range(self.spec.max_threads):
+                await self.slots.acquire()
+                taken += 1
+            yield
+        finally:
+            for _ in range(taken):
+                self.slots.release()
+
     async def _dispatch(self, request: ServerRequest) -> Mapping[str, Any] | None:
         handler = self.thread_handlers.get(request.thread_id or "")
         if handler is None:

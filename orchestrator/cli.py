@@ -227,7 +227,7 @@ def _service_command(args: argparse.Namespace) -> int:
         return _cancel(config, args.job_id, args.wait)
     try:
         with daemon_lock(config.state_dir):
-            trio.run(Daemon(config).run)
+            trio.run(Daemon(config, args.config).run)
     except DaemonError as exc:
         print(f"orchestrator daemon: {exc}", file=sys.stderr)
         return EXIT_FAILED

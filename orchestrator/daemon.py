@@ -30,12 +30,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
 from orchestrator.actor import ConnectionActor
 from orchestrator.batch import open_actor_env
-from orchestrator.config import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_file
 from orchestrator.scheduler import ActorPool, JobState, Scheduler
@@ -143,8 +144,12 @@ class Inbox:
 class Daemon:
     """One daemon process: actors, scheduler, intake, control, status, signals."""
 
-    def __init__(self, config: OrchestratorConfig) -> None:
+    def __init__(self, config: OrchestratorConfig, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        self._actor_scopes: dict[str, trio.CancelScope] = {}
+        self._env: dict[str, str] = {}
+        self._nursery: trio.Nursery | None = None
         self.state_dir = ensure_dir(config.state_dir)
         self.journals = Journals(self.state_dir)
         self.layout = ResultsLayout(ensure_dir(config.results_dir))
@@ -158,6 +163,7 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGTERM/SIGINT; then shut down gracefully and return."""
         async with open_actor_env(self.config) as env:
+            self._env = env
             self.actors = [ConnectionActor(c, extra_env=env) for c in self.config.connections]
             self.scheduler = Scheduler(
                 [],
@@ -169,9 +175,11 @@ class Daemon:
             )
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     for actor in self.actors:
-                        await nursery.start(actor.run)
+                        await nursery.start(self._run_actor, actor)
                     await nursery.start(self.scheduler.serve)
+                    nursery.start_soon(self._reload_on_sighup)
                     self.recover()
                     nursery.start_soon(self._intake_loop)
                     nursery.start_soon(self._status_loop)
@@ -188,6 +196,61 @@ class Daemon:
                         break
         self._write_status()
         log.info("daemon stopped")
+
+    async def _run_actor(
+        self, actor: ConnectionActor, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._actor_scopes[actor.name] = scope
+            await actor.run(task_status=task_status)
+
+    async def _reload_on_sighup(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP) as hangups:
+            async for _ in hangups:
+                await self.reload()
+
+    async def reload(self) -> None:
+        """Re-read the config file: start added connections, retire removed or changed ones
+        once their running jobs are done. A config that does not load is ignored (logged)."""
+        if self.config_path is None:
+            log.info("reload: no config file; nothing to reload")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload: config rejected; keeping the running one", problems=exc.problems)
+            return
+        scheduler, nursery = self.scheduler, self._nursery
+        assert scheduler is not None and nursery is not None
+        old = {spec.name: spec for spec in self.config.connections}
+        fresh = {spec.name: spec for spec in new.connections}
+        for name, spec in old.items():
+            if fresh.get(name) != spec:
+                actor = scheduler.pool.remove(name)
+                if actor is not None:
+                    self.actors.remove(actor)
+                    nursery.start_soon(self._retire, actor)
+        for name, spec in fresh.items():
+            if old.get(name) != spec:
+                actor = ConnectionActor(spec, extra_env=self._env)
+                self.actors.append(actor)
+                await nursery.start(self._run_actor, actor)
+                scheduler.pool.add(actor)
+                log.info("reload: connection started", connection=name)
+        self.config = attrs.evolve(
+            self.config, connections=new.connections, shutdown_grace=new.shutdown_grace
+        )
+        log.info("reload: done", connections=sorted(fresh))
+
+    async def _retire(self, actor: ConnectionActor) -> None:
+        """Stop a removed connection once no job holds one of its threads."""
+        with trio.move_on_after(self.config.shutdown_grace + 3600):
+            async with actor.slots_all():
+                pass
+        scope = self._actor_scopes.pop(actor.name, None)
+        if scope is not None:
+            scope.cancel()
+        log.info("reload: connection stopped", connection=actor.name)
 
     async def _second_signal(self, signals: AsyncIterator[int], bounded: trio.CancelScope) -> None:
         async for _ in signals:

@@ -68,13 +68,28 @@ class ActorPool:
             yield actor
         finally:
             actor.slots.release()
-            self._released.set()
-            self._released = trio.Event()
+            self._notify()
+
+    def add(self, actor: ConnectionActor) -> None:
+        """A new connection (config reload): jobs may lease it from now on."""
+        self.actors[actor.name] = actor
+        self._notify()
+
+    def remove(self, name: str) -> ConnectionActor | None:
+        """Take a connection out of the pool: no new leases; running ones go on."""
+        actor = self.actors.pop(name, None)
+        self._notify()
+        return actor
+
+    def _notify(self) -> None:
+        self._released.set()
+        self._released = trio.Event()
 
     async def _acquire(self, name: str | None) -> ConnectionActor:
         while True:
             if name is not None:
-                candidates = [self.actors[name]]
+                # A pinned connection removed by a reload may come back with the next one.
+                candidates = [self.actors[name]] if name in self.actors else []
             else:
                 live = [a for a in self.actors.values() if a.state == "up"]
                 candidates = sorted(live or self.actors.values(), key=lambda a: -a.slots.value)
