@@ -21,6 +21,7 @@ import trio
 from orchestrator.client import ApprovalHandler, CodexClient
 from orchestrator.config import ConnectionSpec
 from orchestrator.errors import CodexError
+from orchestrator.logs import register_secret
 from orchestrator.models import ServerRequest
 from orchestrator.transport.stdio import find_codex
 
@@ -113,6 +114,7 @@ class ConnectionActor:
         options: dict[str, Any] = {"approval_handler": self._dispatch, **self._client_options}
         if self.spec.transport == "websocket":
             token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
+            register_secret(token)
             return CodexClient.connect_websocket(self.spec.url, token=token, **options)
         command = list(self.spec.command)
         if command and command[0] == "codex":

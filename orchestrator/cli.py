@@ -41,7 +41,7 @@ from orchestrator.daemon import (
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
-from orchestrator.logs import configure_logging
+from orchestrator.logs import configure_logging, register_secret
 from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
 from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
 from orchestrator.scripted import main as scripted_provider_main
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "chat":
+        register_secret(args.token)
         prompts = list(args.prompt)
         if not prompts:
             prompts = [line.strip() for line in sys.stdin if line.strip()]

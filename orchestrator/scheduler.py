@@ -124,6 +124,7 @@ class Scheduler:
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self._change = trio.Event()
+        self._forget_finished = False
         self.stopping = False
         self.suspending = False
         self.started_at = utc_now()
@@ -176,6 +177,8 @@ class Scheduler:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run jobs as they are submitted, until cancelled (the daemon's mode)."""
+        # A daemon runs for weeks: finished jobs leave memory (their files remain).
+        self._forget_finished = True
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -243,6 +246,8 @@ class Scheduler:
         finally:
             self._scopes.pop(spec.id, None)
             state.done.set()
+            if self._forget_finished and state.status in FINAL:
+                self.states.pop(spec.id, None)
             self._wake()
 
     def _reuse(self, state: JobState) -> bool:
