@@ -124,9 +124,10 @@ class Inbox:
         os.replace(path, target)
         return target
 
-    def reject(self, path: Path, problems: tuple[str, ...]) -> Path:
-        """Move a file into rejected/ with a `.error` file naming every problem."""
-        target = self.rejected / path.name
+    def reject(self, path: Path, problems: tuple[str, ...], name: str | None = None) -> Path:
+        """Move a file into rejected/ (as `name`, default its own) with a `.error` file
+        naming every problem."""
+        target = self.rejected / (name or path.name)
         if target.exists():
             target = self.rejected / f"{time.strftime('%Y%m%dT%H%M%S')}-{path.name}"
         os.replace(path, target)
@@ -337,9 +338,18 @@ class Daemon:
         except OSError as exc:
             log.warning("cannot take task file", file=str(path), error=str(exc))
             return
-        self._accept_file(accepted, known=self.journals.all_progress(), only_new=False)
+        self._accept_file(
+            accepted, known=self.journals.all_progress(), only_new=False, dropped_as=path.name
+        )
 
-    def _accept_file(self, path: Path, *, known: dict[str, JobProgress], only_new: bool) -> None:
+    def _accept_file(
+        self,
+        path: Path,
+        *,
+        known: dict[str, JobProgress],
+        only_new: bool,
+        dropped_as: str | None = None,
+    ) -> None:
         scheduler = self.scheduler
         assert scheduler is not None
         known_ids = set(known) | set(scheduler.states)
@@ -352,13 +362,14 @@ class Daemon:
                         f"{path}: job id {job_id!r} was already accepted" for job_id in duplicates
                     ),
                     problems=tuple(
-                        f"{path}:{job.source.line}: jobs.id: {job.id!r} was already accepted"
+                        f"{path}:{job.source.line}: {job.source.key}.id: {job.id!r} was "
+                        "already accepted"
                         for job in task.jobs
                         if job.id in duplicates
                     ),
                 )
         except ConfigError as exc:
-            rejected = self.inbox.reject(path, exc.problems)
+            rejected = self.inbox.reject(path, exc.problems, name=dropped_as)
             log.warning("task file rejected", file=rejected.name, problems=len(exc.problems))
             return
         for job in task.jobs:
@@ -445,7 +456,7 @@ def collect_status(config: OrchestratorConfig) -> dict[str, Any]:
             "accepted_at": progress.accepted_at,
             "age_s": _age(progress.accepted_at),
         }
-        if job_id in live:
+        if job_id in live and not progress.finished:
             entry.update({k: v for k, v in live[job_id].items() if v is not None})
             entry["state"] = live[job_id]["status"]
         result = read_json(ResultsLayout(config.results_dir).result_path(job_id))

@@ -255,6 +255,7 @@ class Scheduler:
         if isinstance(previous, dict) and previous.get("status") == "completed":
             state.reused = True
             state.result = previous
+            self._journal_result(state.spec.id, "completed")
             self._changed(state, "completed")
             log.info("already completed; not rerun", job=state.spec.id)
             return True
@@ -332,12 +333,18 @@ class Scheduler:
             "steps_file": str(self.layout.steps_path(state.spec.id)),
         }
         write_json_atomic(self.layout.result_path(state.spec.id), result)
-        if self.journals is not None:
-            with contextlib.closing(self.journals.open(state.spec.id)) as journal:
-                journal.append("result_written", status=status)
-            self.journals.compact(state.spec.id)
+        self._journal_result(state.spec.id, status)
         state.result = result
         self._changed(state, status)
+
+    def _journal_result(self, job_id: str, status: str) -> None:
+        """Journal that the job's result is on disk (a daemon killed between writing the
+        result and journaling it finds the result at its next start), then compact."""
+        if self.journals is None or self.journals.progress(job_id).finished:
+            return
+        with contextlib.closing(self.journals.open(job_id)) as journal:
+            journal.append("result_written", status=status)
+        self.journals.compact(job_id)
 
     def write_summary(self) -> dict[str, Any]:
         """Write `summary.json`: one entry per job of this run, and totals."""
