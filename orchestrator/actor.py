@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from orchestrator.client import ApprovalHandler, CodexClient
-from orchestrator.config import ConnectionSpec
+from orchestrator.config import DEFAULT_ENV_PASSTHROUGH, ConnectionSpec
 from orchestrator.errors import CodexError
 from orchestrator.logs import register_secret
 from orchestrator.models import ServerRequest
@@ -119,8 +119,18 @@ class ConnectionActor:
         command = list(self.spec.command)
         if command and command[0] == "codex":
             command[0] = find_codex()
-        env = {**self._extra_env, **self.spec.env}
-        return CodexClient.connect_stdio(command, env=env, **options)
+        return CodexClient.connect_stdio(
+            command, env=self.child_env(), inherit_env=False, cwd=self.spec.cwd, **options
+        )
+
+    def child_env(self) -> dict[str, str]:
+        """The whole environment of a stdio app-server: the allowed part of ours, then the
+        orchestrator's own additions (the scripted model's CODEX_HOME), then the config's."""
+        allowed = (*DEFAULT_ENV_PASSTHROUGH, *self.spec.env_passthrough)
+        env = {name: os.environ[name] for name in allowed if name in os.environ}
+        env.update(self._extra_env)
+        env.update(self.spec.env)
+        return env
 
     # -- for jobs ----------------------------------------------------------------------
 

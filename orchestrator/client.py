@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -156,19 +157,27 @@ class CodexClient:
         cls,
         command: Sequence[str] | str | None = None,
         *,
-        cwd: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        inherit_env: bool = True,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         **options: Any,
     ) -> AsyncIterator[CodexClient]:
         """Start `codex app-server` (or `command`, or `CODEX_APP_SERVER_CMD`) and connect.
+
+        The process inherits our environment plus `env`; with `inherit_env=False`, `env` is
+        its whole environment.
 
         `options` are `CodexClient` keywords (`approval_handler`, `inactivity_timeout` ...).
         The process is stopped (stdin closed, then SIGTERM, then SIGKILL) on exit.
         """
         async with (
             open_stdio_transport(
-                command, cwd=cwd, env=env, max_message_bytes=max_message_bytes
+                command,
+                cwd=cwd,
+                env=env,
+                inherit_env=inherit_env,
+                max_message_bytes=max_message_bytes,
             ) as transport,
             cls.over(transport, **options) as client,
         ):

@@ -56,7 +56,18 @@ ORCHESTRATOR_KEYS = (
     "scripted_model",
     "scripted_rules",
 )
-STDIO_KEYS = ("command", "cwd", "env")
+STDIO_KEYS = ("command", "cwd", "env", "env_passthrough")
+# What a stdio app-server inherits from the orchestrator's environment by default; anything
+# else (API keys, tokens, cloud credentials...) must be named in `env_passthrough` or set in
+# `env`. OPENAI_API_KEY is not inherited by default: codex hands its environment to the shell
+# commands it runs, so a model running `env` would copy it into the step logs.
+DEFAULT_ENV_PASSTHROUGH = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+    "TERM", "TMPDIR", "TZ", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME",
+    "XDG_STATE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "CODEX_HOME", "OPENAI_BASE_URL",
+    "RUST_LOG", "LOG_FORMAT",
+)  # fmt: skip
 WEBSOCKET_KEYS = ("url", "token_env")
 CONNECTION_KEYS = ("name", "transport", "max_threads", *STDIO_KEYS, *WEBSOCKET_KEYS)
 _HINTS = {
@@ -83,6 +94,7 @@ class ConnectionSpec:
     command: tuple[str, ...] = DEFAULT_COMMAND  # stdio
     cwd: Path | None = None  # stdio
     env: Mapping[str, str] = attrs.field(factory=FrozenMap, converter=freeze_str_map)  # stdio
+    env_passthrough: tuple[str, ...] = ()  # stdio: more variables to inherit
     url: str | None = None  # websocket
     token_env: str | None = None  # websocket: the variable holding the bearer token
     max_threads: int = DEFAULT_MAX_THREADS
@@ -354,6 +366,7 @@ def _read_connection(
     command: tuple[str, ...] = DEFAULT_COMMAND
     cwd: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
+    passthrough: tuple[str, ...] = ()
     url: str | None = None
     token_env: str | None = None
     if transport is Transport.STDIO:
@@ -363,6 +376,12 @@ def _read_connection(
             cwd = resolve_dir(data["cwd"], base_dir, where.at("cwd"), problems, must_exist=True)
         if "env" in data:
             env = _read_env(data["env"], where.at("env"), problems)
+        if "env_passthrough" in data:
+            here = where.at("env_passthrough")
+            names: list[str] = list(read_str_list(data["env_passthrough"], here, problems) or ())
+            for bad in (n for n in names if not ENV_NAME_PATTERN.match(n)):
+                problems.add(here, f"must be environment variable names (got {describe(bad)})")
+            passthrough = tuple(names)
     else:
         url = _read_url(data, where, problems)
         if "token_env" in data:
@@ -380,6 +399,7 @@ def _read_connection(
         command=command,
         cwd=cwd,
         env=env,
+        env_passthrough=passthrough,
         url=url,
         token_env=token_env,
         max_threads=max_threads,

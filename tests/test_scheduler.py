@@ -362,3 +362,18 @@ def test_progress_line_counts_jobs_by_state(tmp_path: Path) -> None:
     line = Progress(scheduler, io.StringIO()).line()
     assert line.startswith("running 1 · waiting 2 · done 1 · failed 1 · cancelled 0 · ")
     assert "continuations 0" in line
+
+
+def test_stdio_app_servers_get_only_the_allowed_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child inherits the default allowlist and `env_passthrough`, never other secrets."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    monkeypatch.setenv("CODEX_APP_SERVER_TOKEN", "do-not-leak-either")
+    monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    spec = ConnectionSpec(name="c", env={"EXTRA": "1"}, env_passthrough=("MY_TOOL_HOME",))
+    env = ConnectionActor(spec, extra_env={"CODEX_HOME": "/scripted"}).child_env()
+    assert env["PATH"] == "/usr/bin" and env["MY_TOOL_HOME"] == "/opt/tool"
+    assert env["EXTRA"] == "1" and env["CODEX_HOME"] == "/scripted"
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "CODEX_APP_SERVER_TOKEN" not in env
