@@ -166,7 +166,7 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
         )
         await wait_until(
             lambda: "scheduled" in journal_events(state, "a"),
-            seconds=20,
+            seconds=60,
             what="job a to be scheduled",
             watch=[daemon],
         )
@@ -179,12 +179,12 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     config = write_daemon_config(tmp_path, stdio_connection("local"), stdio_connection("later"))
     async with running_daemon(config, tmp_path, "life2") as daemon:
         await wait_until(
-            lambda: has_result(tmp_path, "a"), seconds=30, what="job a", watch=[daemon]
+            lambda: has_result(tmp_path, "a"), seconds=60, what="job a", watch=[daemon]
         )
         drop_task(inbox, "b.toml", task_text(("b", "slow 1x4: b done"), **common))
         await wait_until(
             lambda: "turn_acknowledged" in journal_events(state, "b"),
-            seconds=30,
+            seconds=60,
             what="job b's turn to be acknowledged",
             watch=[daemon],
         )
@@ -195,11 +195,11 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     # Life 3: `b` is recovered and completes. Then `c` is killed as its result appears.
     async with running_daemon(config, tmp_path, "life3") as daemon:
         await wait_until(
-            lambda: has_result(tmp_path, "b"), seconds=30, what="job b", watch=[daemon]
+            lambda: has_result(tmp_path, "b"), seconds=60, what="job b", watch=[daemon]
         )
         drop_task(inbox, "c.toml", task_text(("c", "quick c"), **common))
         await wait_until(
-            lambda: has_result(tmp_path, "c"), seconds=30, what="job c", watch=[daemon]
+            lambda: has_result(tmp_path, "c"), seconds=60, what="job c", watch=[daemon]
         )
         await kill_and_check_children_gone(daemon)
         c_result = (tmp_path / "results" / "c" / "result.json").read_bytes()
@@ -209,11 +209,11 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     async with running_daemon(config, tmp_path, "life4") as daemon:
         drop_task(inbox, "d.toml", task_text(("d", "after the kills"), **common))
         await wait_until(
-            lambda: has_result(tmp_path, "d"), seconds=30, what="job d", watch=[daemon]
+            lambda: has_result(tmp_path, "d"), seconds=60, what="job d", watch=[daemon]
         )
         await wait_until(
             lambda: (state / "journal" / "c.done.json").exists(),
-            seconds=10,
+            seconds=30,
             what="job c's journal to be closed",
             watch=[daemon],
         )
