@@ -28,9 +28,8 @@ class LineFramer:
     """
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the start of a line whose newline has not come yet
         self._limit = max_message_bytes
-        self._scanned = 0  # bytes of _buffer already known to hold no newline
 
     @property
     def pending_bytes(self) -> int:
@@ -39,36 +38,43 @@ class LineFramer:
 
     def feed(self, data: bytes | bytearray) -> list[str]:
         """Add received bytes; return every line completed by them, in order."""
-        buffer = self._buffer
-        buffer += data
+        first_newline = data.find(b"\n")
+        if first_newline < 0:
+            # No line ends here: keep the bytes (a long message arrives in many chunks; each
+            # chunk is appended once, never rescanned).
+            self._buffer += data
+            if len(self._buffer) > self._limit:
+                raise MessageTooLarge(len(self._buffer), self._limit, [])
+            return []
+        if self._buffer:
+            self._buffer += data[:first_newline]
+            head = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            head = bytes(data[:first_newline])
+        # One C-level split for everything after the first newline; the last piece is the
+        # start of a line not complete yet.
+        pieces = bytes(data[first_newline + 1 :]).split(b"\n")
+        tail = pieces.pop()
         lines: list[str] = []
-        start = 0
-        search_from = self._scanned
-        while True:
-            end = buffer.find(b"\n", search_from)
-            if end < 0:
-                break
-            if end - start > self._limit:
-                raise MessageTooLarge(end - start, self._limit, lines)
-            line = bytes(buffer[start:end])
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if line.strip():
-                lines.append(line.decode("utf-8", errors="replace"))
-            start = end + 1
-            search_from = start
-        if start:
-            del buffer[:start]
-        self._scanned = len(buffer)
-        if len(buffer) > self._limit:
-            raise MessageTooLarge(len(buffer), self._limit, lines)
+        limit = self._limit
+        for raw in (head, *pieces):
+            if len(raw) > limit:
+                raise MessageTooLarge(len(raw), limit, lines)
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if raw and not raw.isspace():
+                lines.append(raw.decode("utf-8", errors="replace"))
+        if tail:
+            if len(tail) > limit:
+                raise MessageTooLarge(len(tail), limit, lines)
+            self._buffer += tail
         return lines
 
     def eof(self) -> str | None:
         """The stream ended: return an unterminated last line, if any."""
         rest = bytes(self._buffer).strip()
         self._buffer.clear()
-        self._scanned = 0
         return rest.decode("utf-8", errors="replace") if rest else None
 
 

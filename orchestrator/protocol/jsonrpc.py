@@ -43,13 +43,29 @@ class Request:
     params: dict[str, Any]
 
 
-@attrs.frozen
 class Notification:
-    """A message that expects no answer."""
+    """A message that expects no answer.
 
-    method: str
-    params: dict[str, Any]
-    raw: dict[str, Any] = attrs.field(repr=False, eq=False)
+    A plain slotted class rather than attrs: one is built for every message the server
+    sends, and a frozen attrs class costs several times more to construct.
+    """
+
+    __slots__ = ("method", "params", "raw")
+
+    def __init__(self, method: str, params: dict[str, Any], raw: dict[str, Any]) -> None:
+        self.method = method
+        self.params = params
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Notification(method={self.method!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Notification):
+            return NotImplemented
+        return self.method == other.method and self.params == other.params
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @attrs.frozen
