@@ -1,0 +1,870 @@
+"""Run every benchmark and write bench/RESULTS.md.
+
+    .venv/bin/python bench/run.py [--quick] [--repeat N]
+
+Each measurement is a fresh process (bench/measure.py, or bench/seed_measure.py under the
+seed's own virtual environment) that prints one JSON line; its peak RSS is its own. Every
+repeat runs every case once, in the same order, so that a noisy moment hits a whole round
+rather than one case. A figure is a ratio against a reference measured in the same round; the
+report gives the median over rounds with min-max.
+
+`--quick` (1 round, 2,000 notifications, 200 turns, no seed, no profile) finishes in well
+under a minute and writes bench/RESULTS-quick.md (git-ignored): CI runs it to catch a
+benchmark that crashes, without asserting on time. The exit status is 1 when a measurement
+of the project's code failed, 0 otherwise (the seed failing is recorded, not fatal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import pstats
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SEED_VENV = BENCH / ".venv-seed"
+SEED_PYTHON = SEED_VENV / "bin" / "python"
+SEED_REQUIREMENT = "codex-app-server-sdk==0.4.1"
+PROFILE_DIR = BENCH / ".profile"
+MIB = 1024  # the measurements report KiB
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """What one invocation measures."""
+
+    quick: bool
+    repeat: int
+    notifications: int
+    turns: int
+    window: int
+    large_every: int
+    seed: bool
+    profile: bool
+    output: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Quick mode shrinks everything and skips the seed and the profile."""
+        if args.quick:
+            return cls(
+                quick=True,
+                repeat=args.repeat or 1,
+                notifications=2_000,
+                turns=200,
+                window=20,
+                large_every=25,  # keep a few 64 KiB-4 MiB items in the small turn
+                seed=False,
+                profile=False,
+                output=BENCH / "RESULTS-quick.md",
+            )
+        return cls(
+            quick=False,
+            repeat=args.repeat or 5,
+            notifications=100_000,
+            turns=10_000,
+            window=100,
+            large_every=500,
+            seed=not args.no_seed,
+            profile=not args.no_profile,
+            output=BENCH / "RESULTS.md",
+        )
+
+    def workload(self, *, large: bool = True) -> list[str]:
+        """fake_server.py options of the streamed turn (without large items: `large=False`)."""
+        return [
+            "--notifications",
+            str(self.notifications),
+            "--large-every",
+            str(self.large_every if large else 0),
+        ]
+
+
+@attrs.frozen
+class Case:
+    """One kind of measurement: a command that prints one JSON line."""
+
+    name: str
+    argv: tuple[str, ...]
+    what: str
+    timeout: float = 600.0
+    project: bool = True  # False for the seed: its failures are findings, not crashes
+
+
+@attrs.frozen
+class Figure:
+    """A ratio of one case's value to a reference case's, per round."""
+
+    title: str
+    case: str
+    key: str
+    reference: str | None  # None: the value is already a ratio (or an absolute figure)
+    target: str
+    passes: Callable[[float], bool]
+    unit: str = "x"
+
+
+def measure(mode: str, *options: str, workload: Sequence[str] = ()) -> tuple[str, ...]:
+    """A bench/measure.py command line."""
+    return (sys.executable, "bench/measure.py", mode, *options, "--", *workload)
+
+
+def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
+    """Every case of one round, in the order they run."""
+    full = settings.workload()
+    small = settings.workload(large=False)
+    cases = [
+        Case(
+            "limit-stdio",
+            measure("limit-stdio", workload=full),
+            "bare reader: 256 KiB reads, split lines, jsoncodec.loads",
+        ),
+        Case(
+            "chat_once-stdio",
+            measure("client-stdio", "--api", "chat_once", workload=full),
+            "CodexClient.connect_stdio + chat_once",
+        ),
+        Case(
+            "chat-stdio",
+            measure("client-stdio", "--api", "chat", workload=full),
+            "CodexClient.connect_stdio + chat (steps not kept)",
+        ),
+        Case(
+            "limit-ws",
+            measure("limit-ws", workload=full),
+            "bare trio-websocket reader + jsoncodec.loads",
+        ),
+        Case(
+            "chat_once-ws",
+            measure("client-ws", "--api", "chat_once", workload=full),
+            "CodexClient.connect_websocket + chat_once",
+        ),
+        Case(
+            "trivial",
+            measure("trivial", "--turns", str(settings.turns), "--window", str(settings.window)),
+            f"{settings.turns:,} trivial turns, chat_once, one thread, one connection",
+        ),
+    ]
+    if seed_python is not None:
+        cases += [
+            Case(
+                "chat_once-stdio-small",
+                measure("client-stdio", "--api", "chat_once", workload=small),
+                "CodexClient.connect_stdio + chat_once, no large items",
+            ),
+            Case(
+                "seed-stdio-small",
+                (
+                    str(seed_python),
+                    "bench/seed_measure.py",
+                    "--server-python",
+                    sys.executable,
+                    "--",
+                    *small,
+                ),
+                f"seed {SEED_REQUIREMENT} chat_once, no large items",
+                timeout=1800.0,
+                project=False,
+            ),
+        ]
+    return cases
+
+
+def build_figures(settings: Settings) -> list[Figure]:
+    """The figures the issue asks for, with their targets."""
+    n = f"{settings.notifications:,}"
+    return [
+        Figure(
+            f"stdio events/s, chat_once, {n} notifications vs bare reader",
+            "chat_once-stdio",
+            "events_per_s",
+            "limit-stdio",
+            "≥ 0.9x",
+            lambda v: v >= 0.9,
+        ),
+        Figure(
+            f"stdio events/s, chat, {n} notifications vs bare reader",
+            "chat-stdio",
+            "events_per_s",
+            "limit-stdio",
+            "≥ 0.9x",
+            lambda v: v >= 0.9,
+        ),
+        Figure(
+            "stdio events/s, chat_once vs seed (no large items: the seed cannot read them)",
+            "chat_once-stdio-small",
+            "events_per_s",
+            "seed-stdio-small",
+            "≥ 10x",
+            lambda v: v >= 10,
+        ),
+        Figure(
+            "websocket events/s, chat_once vs bare trio-websocket reader",
+            "chat_once-ws",
+            "events_per_s",
+            "limit-ws",
+            "≥ 0.9x",
+            lambda v: v >= 0.9,
+        ),
+        Figure(
+            f"trivial-turn latency, last {settings.window} turns vs turns 10-{9 + settings.window}"
+            f" (of {settings.turns:,})",
+            "trivial",
+            "late_over_early",
+            None,
+            "≤ 1.2x",
+            lambda v: v <= 1.2,
+        ),
+        Figure(
+            f"peak RSS, chat_once, {n} notifications",
+            "chat_once-stdio",
+            "peak_rss_mib",
+            None,
+            "≤ 40 MiB",
+            lambda v: v <= 40,
+            unit=" MiB",
+        ),
+        Figure(
+            f"peak RSS, chat, {n} notifications",
+            "chat-stdio",
+            "peak_rss_mib",
+            None,
+            "≤ 40 MiB",
+            lambda v: v <= 40,
+            unit=" MiB",
+        ),
+        Figure(
+            f"peak RSS, chat_once, {n} notifications, no large items",
+            "chat_once-stdio-small",
+            "peak_rss_mib",
+            None,
+            "≤ 40 MiB",
+            lambda v: v <= 40,
+            unit=" MiB",
+        ),
+        Figure(
+            f"peak RSS, seed chat_once, {n} notifications, no large items",
+            "seed-stdio-small",
+            "peak_rss_mib",
+            None,
+            "(seed: about 220 MiB)",
+            lambda v: True,
+            unit=" MiB",
+        ),
+    ]
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """Run one measurement process; its last stdout line is the result."""
+    try:
+        done = subprocess.run(
+            case.argv, cwd=ROOT, capture_output=True, text=True, timeout=case.timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {case.timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    result: dict[str, Any] = {}
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except ValueError:
+            result = {}
+    if done.returncode != 0 or not result or "error" in result:
+        tail = done.stderr.strip().splitlines()[-3:]
+        reason = result.get("error") or " / ".join(tail) or f"exit status {done.returncode}"
+        return {"error": reason}
+    if "peak_rss_kib" in result:
+        result["peak_rss_mib"] = result["peak_rss_kib"] / MIB
+        result["rss_before_mib"] = result["rss_before_kib"] / MIB
+    return result
+
+
+def run_rounds(settings: Settings, cases: list[Case]) -> dict[str, list[dict[str, Any]]]:
+    """Every case once per round; results per case, in round order."""
+    results: dict[str, list[dict[str, Any]]] = {case.name: [] for case in cases}
+    for number in range(1, settings.repeat + 1):
+        for case in cases:
+            result = run_case(case)
+            results[case.name].append(result)
+            print(f"round {number}/{settings.repeat} {case.name}: {_brief(result)}", flush=True)
+    return results
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"FAILED: {result['error']}"
+    if "events_per_s" in result:
+        return (
+            f"{result['events_per_s']:,.0f} events/s in {result['elapsed_s']:.2f} s, "
+            f"peak RSS {result['peak_rss_mib']:.1f} MiB"
+        )
+    return f"turn {result['early_ms']:.3f} ms -> {result['late_ms']:.3f} ms"
+
+
+@attrs.frozen
+class Spread:
+    """Median, min and max of a sample."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        """None for an empty sample."""
+        if not values:
+            return None
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def show(self, fmt: str = "{:,.0f}", unit: str = "") -> str:
+        """`median (min-max)`."""
+        middle = fmt.format(self.median) + unit
+        if self.count == 1:
+            return middle
+        return f"{middle} ({fmt.format(self.low)}-{fmt.format(self.high)})"
+
+
+def values(results: list[dict[str, Any]], key: str) -> list[float]:
+    """The key's values over the rounds that succeeded."""
+    return [r[key] for r in results if "error" not in r and key in r]
+
+
+def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> Spread | None:
+    """Per-round ratios (or values), summarized."""
+    mine = results.get(figure.case)
+    if mine is None:
+        return None
+    if figure.reference is None:
+        return Spread.of(values(mine, figure.key))
+    theirs = results.get(figure.reference)
+    if theirs is None:
+        return None
+    ratios = [
+        a[figure.key] / b[figure.key]
+        for a, b in zip(mine, theirs, strict=True)
+        if "error" not in a and "error" not in b
+    ]
+    return Spread.of(ratios)
+
+
+IMPORT_PROBES = (
+    ("the interpreter alone", "pass"),
+    ("`import trio`", "import trio"),
+    ("`import trio, trio_websocket`", "import trio, trio_websocket"),
+    ("`import orchestrator.client`", "import orchestrator.client"),
+)
+
+
+# What bench/measure.py's peak_rss_kib does, without importing anything else.
+PRINT_PEAK_RSS = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(line.split()[1])
+"""
+
+
+def import_baselines() -> str:
+    """Peak RSS of interpreters that only import, for scale next to the RSS figures."""
+    shown = []
+    for what, code in IMPORT_PROBES:
+        probe = f"{code}\n{PRINT_PEAK_RSS}"
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        value = done.stdout.strip()
+        shown.append(f"{what} {int(value) / MIB:.1f} MiB" if value.isdigit() else f"{what} ?")
+    return (
+        "Peak RSS of a Python process that only imports (same interpreter): "
+        + ", ".join(shown)
+        + ". The client's RSS before its turn starts is this plus the connection."
+    )
+
+
+# -- seed environment -----------------------------------------------------------------------
+
+
+def ensure_seed() -> tuple[Path | None, str]:
+    """The seed's interpreter, creating bench/.venv-seed if needed; or None and why not."""
+    if _seed_works():
+        return SEED_PYTHON, f"{SEED_REQUIREMENT} in bench/.venv-seed (existing)"
+    python, env = _find_python312()
+    if python is None:
+        return None, "no Python >= 3.12 found (tried python3.12, python3.13, python3.14, pyenv)"
+    steps = [
+        [python, "-m", "venv", "--clear", str(SEED_VENV)],
+        [str(SEED_PYTHON), "-m", "pip", "install", "-q", SEED_REQUIREMENT],
+    ]
+    for step in steps:
+        try:
+            done = subprocess.run(
+                step, env=env, capture_output=True, text=True, timeout=600, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"`{shlex.join(step)}` failed: {exc}"
+        if done.returncode != 0:
+            tail = " / ".join(done.stderr.strip().splitlines()[-2:])
+            return None, f"`{shlex.join(step)}` failed: {tail}"
+    if not _seed_works():
+        return None, "bench/.venv-seed was created but cannot import codex_app_server_sdk"
+    return SEED_PYTHON, f"{SEED_REQUIREMENT} installed into bench/.venv-seed with {python}"
+
+
+def _seed_works() -> bool:
+    if not SEED_PYTHON.exists():
+        return False
+    check = [str(SEED_PYTHON), "-c", "import codex_app_server_sdk"]
+    return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
+
+def _find_python312() -> tuple[str | None, dict[str, str]]:
+    """An interpreter >= 3.12 and the environment to run it in (pyenv shims need a version)."""
+    env = dict(os.environ)
+    names = [env.get("BENCH_SEED_PYTHON", ""), "python3.12", "python3.13", "python3.14"]
+    probe = "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"
+    pyenv_versions: list[str] = []
+    if shutil.which("pyenv"):
+        listed = subprocess.run(
+            ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
+        )
+        pyenv_versions = listed.stdout.split()
+    for name in filter(None, names):
+        path = shutil.which(name) or (name if Path(name).exists() else None)
+        if path is None:
+            continue
+        for version in [None, *pyenv_versions]:
+            trial = dict(env)
+            if version is not None:
+                if not name.endswith(version.rsplit(".", 1)[0]):
+                    continue
+                trial["PYENV_VERSION"] = version
+            ok = subprocess.run([path, "-c", probe], env=trial, capture_output=True, check=False)
+            if ok.returncode == 0:
+                return path, trial
+    return None, env
+
+
+# -- profile --------------------------------------------------------------------------------
+
+LAYERS = (
+    ("json/decoder.py", "JSON parsing (json.decoder via jsoncodec.loads)"),
+    ("jsoncodec.py", "JSON parsing (json.decoder via jsoncodec.loads)"),
+    ("protocol/framing.py", "line framing (LineFramer.feed)"),
+    ("protocol/jsonrpc.py", "message classification (jsonrpc.decode, Notification)"),
+    ("orchestrator.protocol.jsonrpc", "message classification (jsonrpc.decode, Notification)"),
+    ("protocol/router.py", "turn bookkeeping (router, tracker, steps)"),
+    ("protocol/turn.py", "turn bookkeeping (router, tracker, steps)"),
+    ("protocol/steps.py", "turn bookkeeping (router, tracker, steps)"),
+    ("orchestrator.models", "turn bookkeeping (router, tracker, steps)"),
+    ("orchestrator/client.py", "client shell (reader loop, dispatch, waits)"),
+    ("orchestrator/transport/", "transport (stdio receive)"),
+    ("trio/_unix_pipes.py", "pipe reads and epoll (syscalls)"),
+    ("trio/_core/_io_epoll.py", "pipe reads and epoll (syscalls)"),
+    ("trio/", "trio scheduling"),
+    ("structlog/", "logging"),
+)
+
+
+def layer_of(location: str) -> str:
+    """The layer a file (or py-spy frame) belongs to."""
+    for needle, layer in LAYERS:
+        if needle in location:
+            return layer
+    return "other"
+
+
+def short_path(path: str) -> str:
+    """A path relative to site-packages, the lib directory or the checkout."""
+    for marker in ("site-packages/", "/lib/python3.11/", "/lib/python3.12/", f"{ROOT}/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def summarize_cprofile(path: Path) -> dict[str, Any]:
+    """Self time per function and per layer; built-ins are charged to their main caller."""
+    stats = pstats.Stats(str(path))
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values())
+    rows = []
+    layers: collections.Counter[str] = collections.Counter()
+    for (filename, line, func), (_cc, calls, tottime, cumtime, callers) in table.items():
+        if filename == "~" and callers:
+            main_caller = max(callers.items(), key=lambda item: item[1][2])[0]
+            where = short_path(main_caller[0])
+            name = f"{func} (mostly from {where}:{main_caller[2]})"
+        else:
+            where = short_path(filename)
+            name = f"{where}:{line} {func}"
+        layers[layer_of(where)] += tottime
+        rows.append((tottime, cumtime, calls, name))
+    rows.sort(reverse=True)
+    return {"total": total, "rows": rows[:15], "layers": layers.most_common()}
+
+
+def summarize_pyspy(path: Path) -> dict[str, Any] | None:
+    """Sampled self time per function and per layer, inside trio.run, imports excluded."""
+    if not path.exists():
+        return None
+    per_function: collections.Counter[str] = collections.Counter()
+    layers: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if "trio/_core/_run.py" not in stack or "_find_and_load" in stack:
+            continue
+        count = int(count_text)
+        leaf = stack.split(";")[-1]
+        name, _, where = leaf.partition(" (")
+        where = where.rstrip(")").rsplit(":", 1)[0]
+        per_function[f"{where} {name}"] += count
+        layers[layer_of(leaf)] += count
+        total += count
+    if not total:
+        return None
+    return {"total": total, "rows": per_function.most_common(15), "layers": layers.most_common()}
+
+
+def run_profiles(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+    """cProfile of the timed window, and py-spy of the whole run when py-spy is installed."""
+    PROFILE_DIR.mkdir(exist_ok=True)
+    pstats_path = PROFILE_DIR / "chat_once-stdio.pstats"
+    argv = measure(
+        "client-stdio", "--api", "chat_once", "--profile", str(pstats_path),
+        workload=settings.workload(),
+    )  # fmt: skip
+    result = run_case(Case("profile", argv, "cProfile"))
+    cprofile = summarize_cprofile(pstats_path) if "error" not in result else None
+    commands = [f"`{_show(argv)}`"]
+    pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    sampled = None
+    if pyspy is not None:
+        raw = PROFILE_DIR / "chat_once-stdio.pyspy.txt"
+        plain = measure("client-stdio", "--api", "chat_once", workload=settings.workload())
+        spy = (pyspy, "record", "-r", "1000", "-f", "raw", "-o", str(raw), "--", *plain)
+        subprocess.run(spy, cwd=ROOT, capture_output=True, timeout=600, check=False)
+        sampled = summarize_pyspy(raw)
+        commands.append(f"`{_show(spy)}`")
+    return cprofile, sampled, " and ".join(commands)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def _show(argv: Sequence[str]) -> str:
+    """A command as typed from the checkout's root."""
+    shown = []
+    for part in argv:
+        if part.startswith(f"{ROOT}/"):
+            part = part[len(str(ROOT)) + 1 :]
+        shown.append(part)
+    return shlex.join(shown)
+
+
+def machine() -> list[str]:
+    """What the numbers were measured on."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        mem_text = f"{int(memory) / 2**20:.1f} GiB RAM"
+    except (OSError, StopIteration):
+        mem_text = "RAM unknown"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"- {platform.system()} {platform.release()} {platform.machine()}, {cpu}, "
+        f"{os.cpu_count()} CPUs, {mem_text}",
+        f"- load average at the start: {load}",
+    ]
+
+
+def versions(seed_note: str) -> list[str]:
+    """Interpreters and libraries involved."""
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "--no-optional-locks", "status", "--porcelain", "--", "orchestrator"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    libs = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("trio", "trio-websocket", "wsproto", "attrs", "structlog")
+    )
+    return [
+        f"- Python {platform.python_version()} ({sys.executable.replace(str(ROOT) + '/', '')}),"
+        f" {libs}",
+        f"- codex-orchestrator {version('codex-orchestrator')} at commit {commit or '?'}"
+        + (" with uncommitted changes in orchestrator/" if dirty else ""),
+        f"- seed: {seed_note}",
+    ]
+
+
+def write_report(
+    settings: Settings,
+    cases: list[Case],
+    results: dict[str, list[dict[str, Any]]],
+    seed_note: str,
+    extra_notes: list[str],
+    profiles: tuple[dict[str, Any] | None, dict[str, Any] | None, str] | None,
+    started: datetime.datetime,
+) -> list[tuple[str, str, str, str]]:
+    """Write the markdown report; return the summary rows for the terminal."""
+    command = ".venv/bin/python bench/run.py" + (" --quick" if settings.quick else "")
+    if settings.repeat != (1 if settings.quick else 5):
+        command += f" --repeat {settings.repeat}"
+    rounds = "1 round" if settings.repeat == 1 else f"{settings.repeat} rounds"
+    out = [
+        "# Benchmark results" + (" (quick mode: a smoke test only)" if settings.quick else ""),
+        "",
+        f"`{command}`, {started:%Y-%m-%d %H:%M} UTC, {rounds}. Each measurement is a fresh "
+        "process; a ratio compares two measurements of the same round, and each figure is the "
+        "median over rounds with the min-max in brackets. Generated by bench/run.py; "
+        "bench/README.md explains the method and reads the profile.",
+        "",
+        "## Figures",
+        "",
+        "| figure | result | target | |",
+        "| --- | --- | --- | --- |",
+    ]
+    summary = []
+    for figure in build_figures(settings):
+        spread = figure_spread(figure, results)
+        if spread is None:
+            shown, verdict = "not measured", ""
+        else:
+            fmt = "{:.2f}" if figure.unit == "x" else "{:.1f}"
+            shown = spread.show(fmt, figure.unit)
+            verdict = (
+                ""
+                if figure.target.startswith("(") or settings.quick
+                else ("met" if figure.passes(spread.median) else "**missed**")
+            )
+        out.append(f"| {figure.title} | {shown} | {figure.target} | {verdict} |")
+        summary.append((figure.title, shown, figure.target, verdict))
+    out += [
+        "",
+        "## Measurements",
+        "",
+        "| case | what | events/s | elapsed s | RSS before turn MiB | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case in cases:
+        runs = results[case.name]
+        failures = [r["error"] for r in runs if "error" in r]
+        if case.name == "trivial":
+            continue
+        cells = [
+            _cell(values(runs, "events_per_s"), "{:,.0f}"),
+            _cell(values(runs, "elapsed_s"), "{:.2f}"),
+            _cell(values(runs, "rss_before_mib"), "{:.1f}"),
+            _cell(values(runs, "peak_rss_mib"), "{:.1f}"),
+        ]
+        what = case.what + (f" ({len(failures)} failed: {failures[0]})" if failures else "")
+        out.append(f"| {case.name} | {what} | " + " | ".join(cells) + " |")
+    trivial = results.get("trivial", [])
+    if values(trivial, "median_ms"):
+        last = next(r for r in reversed(trivial) if "error" not in r)
+        out += [
+            "",
+            f"Trivial turns ({settings.turns:,} `chat_once` turns on one thread and one "
+            f"connection; windows of {settings.window} turns): turn latency "
+            f"{_cell(values(trivial, 'early_ms'), '{:.3f}')} ms at turns 10-{9 + settings.window},"
+            f" {_cell(values(trivial, 'late_ms'), '{:.3f}')} ms over the last {settings.window};"
+            f" median of all turns {_cell(values(trivial, 'median_ms'), '{:.3f}')} ms, p99 "
+            f"{_cell(values(trivial, 'p99_ms'), '{:.3f}')} ms; "
+            f"{_cell(values(trivial, 'turns_per_s'), '{:,.0f}')} turns/s; peak RSS "
+            f"{_cell(values(trivial, 'peak_rss_mib'), '{:.1f}')} MiB. Client state after "
+            f"the last turn: `{json.dumps(last['client_state'])}`.",
+        ]
+    failed = [r["error"] for runs in results.values() for r in runs if "error" in r]
+    if failed:
+        extra_notes = [*extra_notes, f"{len(failed)} measurement(s) failed; see the table."]
+    if extra_notes:
+        out += ["", "## Notes", ""] + [f"- {note}" for note in extra_notes]
+    out += [
+        "",
+        "## Workload",
+        "",
+        f"`bench/fake_server.py {' '.join(settings.workload())}` with its defaults: one turn of "
+        f"exactly {settings.notifications:,} notifications: items of rotating type (agent "
+        "message, reasoning, command), each `item/started`, 20 deltas of 24 characters, "
+        "`item/completed` with 480 characters of text; after every 5th item "
+        "`thread/tokenUsage/updated` and `account/rateLimits/updated` (no thread or turn id, "
+        "as the real server sends it); "
+        + (
+            f"every {settings.large_every}th item is a command whose output is 64 KiB-4 MiB "
+            "(64 KiB, 128 KiB, ... 4 MiB, then again); "
+            if settings.large_every
+            else ""
+        )
+        + "mixed ASCII and non-ASCII text. The `-small` cases use `--large-every 0`: the seed "
+        "reads stdout with asyncio's `readline`, whose default 64 KiB limit makes it fail on "
+        "the first larger line. The server encodes the whole turn before it answers "
+        "`initialize` and writes it in 1 MiB batches, so it is never the bottleneck.",
+        "",
+        "## Machine and versions",
+        "",
+        *machine(),
+        *versions(seed_note),
+        "",
+        "## Exact commands (from the checkout's root)",
+        "",
+    ]
+    out += [f"- {case.name}: `{_show(case.argv)}`" for case in cases]
+    if profiles is not None:
+        out += profile_section(profiles, results)
+    settings.output.write_text("\n".join(out) + "\n")
+    return summary
+
+
+def _cell(sample: list[float], fmt: str) -> str:
+    spread = Spread.of(sample)
+    return spread.show(fmt) if spread else "-"
+
+
+def profile_section(
+    profiles: tuple[dict[str, Any] | None, dict[str, Any] | None, str],
+    results: dict[str, list[dict[str, Any]]],
+) -> list[str]:
+    """'Where time goes': the per-event budget, then the layers and functions."""
+    cprofile, sampled, commands = profiles
+    out = ["", "## Where time goes", ""]
+    limit = Spread.of(values(results.get("limit-stdio", []), "elapsed_s"))
+    client = Spread.of(values(results.get("chat_once-stdio", []), "elapsed_s"))
+    events = values(results.get("chat_once-stdio", []), "events")
+    if limit and client and events:
+        per = 1e6 / events[0]
+        out += [
+            f"Per notification (medians): the bare reader spends {limit.median * per:.1f} µs, "
+            f"`chat_once` {client.median * per:.1f} µs; the client adds "
+            f"{(client.median - limit.median) * per:.1f} µs on top of reading and parsing.",
+            "",
+        ]
+    out += [f"Profiles of one `chat_once` run of the stdio turn: {commands}.", ""]
+    if sampled is not None:
+        total = sampled["total"]
+        out += [
+            "Sampled (py-spy, 1 kHz, no overhead on the measured code), self time by layer, "
+            "samples inside `trio.run` only:",
+            "",
+            "| layer | share |",
+            "| --- | --- |",
+        ]
+        out += [f"| {layer} | {count / total:.0%} |" for layer, count in sampled["layers"]]
+        out += ["", "| function (sampled self time) | share |", "| --- | --- |"]
+        out += [f"| `{name}` | {count / total:.1%} |" for name, count in sampled["rows"]]
+        out.append("")
+    if cprofile is not None:
+        total = cprofile["total"]
+        out += [
+            "Deterministic (cProfile, the timed window only; it inflates functions that are "
+            "called often), self time by layer:",
+            "",
+            "| layer | share |",
+            "| --- | --- |",
+        ]
+        out += [f"| {layer} | {seconds / total:.0%} |" for layer, seconds in cprofile["layers"]]
+        out += ["", "| function | self s | cumulative s | calls |", "| --- | --- | --- | --- |"]
+        out += [
+            f"| `{name}` | {tottime:.3f} | {cumtime:.3f} | {calls:,} |"
+            for tottime, cumtime, calls, name in cprofile["rows"]
+        ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds, write the report, print a summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test in under a minute")
+    parser.add_argument("--repeat", type=int, default=0, help="rounds (default 5; quick: 1)")
+    parser.add_argument("--no-seed", action="store_true", help="skip the seed client")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiles")
+    settings = Settings.from_args(parser.parse_args(argv))
+    started = datetime.datetime.now(datetime.UTC)
+    notes: list[str] = []
+    seed_python: Path | None = None
+    if settings.quick:
+        seed_note = "skipped in quick mode"
+    elif not settings.seed:
+        seed_note = "skipped (--no-seed)"
+    else:
+        seed_python, seed_note = ensure_seed()
+        if seed_python is None:
+            notes.append(f"The seed could not be set up, so it was not measured: {seed_note}.")
+    print(f"seed: {seed_note}", flush=True)
+    cases = build_cases(settings, seed_python)
+    notes.append(import_baselines())
+    results = run_rounds(settings, cases)
+    if seed_python is not None:
+        probe = run_case(
+            Case(
+                "seed-stdio-large",
+                (str(seed_python), "bench/seed_measure.py", "--server-python", sys.executable,
+                 "--", *settings.workload()),
+                "seed on the full workload",
+                timeout=1800.0,
+                project=False,
+            )
+        )  # fmt: skip
+        outcome = probe.get("error") or f"{probe['events_per_s']:,.0f} events/s"
+        notes.append(
+            f"The seed on the full workload (with items over 64 KiB), run once: {outcome}. "
+            "It reads stdout with asyncio's `StreamReader.readline` and its default 64 KiB "
+            "limit: the first longer line ends its reader and fails the turn."
+        )
+        print(f"seed on the full workload: {outcome}", flush=True)
+    profiles = run_profiles(settings) if settings.profile else None
+    summary = write_report(settings, cases, results, seed_note, notes, profiles, started)
+    width = max(len(row[0]) for row in summary)
+    print()
+    for title, shown, target, verdict in summary:
+        print(f"{title:<{width}}  {shown:<28} {target:<22} {verdict}")
+    print(f"\nwrote {settings.output.relative_to(ROOT)}")
+    crashed = [
+        case.name
+        for case in cases
+        if case.project and any("error" in r for r in results[case.name])
+    ]
+    if crashed:
+        print(f"failed: {', '.join(crashed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
