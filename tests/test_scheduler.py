@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -377,3 +378,40 @@ def test_stdio_app_servers_get_only_the_allowed_environment(
     assert env["PATH"] == "/usr/bin" and env["MY_TOOL_HOME"] == "/opt/tool"
     assert env["EXTRA"] == "1" and env["CODEX_HOME"] == "/scripted"
     assert "AWS_SECRET_ACCESS_KEY" not in env and "CODEX_APP_SERVER_TOKEN" not in env
+
+
+async def test_a_serving_scheduler_stays_flat_over_thousands_of_jobs(
+    tmp_path: Path, fleet: FakeFleet
+) -> None:
+    """In daemon mode, 2,000 jobs leave no state in memory, one small file per journal,
+    and no open file behind."""
+    from orchestrator.store.journal import Journals
+
+    jobs = jobs_from(
+        tmp_path, "".join(f'[[jobs]]\nid = "j{n}"\nprompt = "hi {n}"\n' for n in range(2000))
+    )
+    journals = Journals(tmp_path / "state")
+    actors = fleet.actors(["a"], 8)
+    scheduler = Scheduler(
+        [],
+        ActorPool(actors),
+        ResultsLayout(tmp_path / "results"),
+        max_concurrent_jobs=16,
+        journals=journals,
+    )
+    fds_before = len(os.listdir("/proc/self/fd"))
+    async with trio.open_nursery() as nursery:
+        for actor in actors:
+            await nursery.start(actor.run)
+        await nursery.start(scheduler.serve)
+        for job in jobs:
+            scheduler.submit(job)
+        with trio.fail_after(120):
+            # Finished jobs leave `states`; one still there would keep this waiting.
+            await scheduler.wait_until(lambda: not scheduler.states)
+        nursery.cancel_scope.cancel()
+    journal_files = [Path(name) for name in os.listdir(tmp_path / "state" / "journal")]
+    assert len(journal_files) == 2000
+    assert all(p.name.endswith(".done.json") for p in journal_files)
+    assert all(journals.progress(f"j{n}").status == "completed" for n in (0, 999, 1999))
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
