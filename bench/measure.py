@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
+from rss import peak_rss_kib  # bench/rss.py: bench/ is on sys.path when run as a script
 
 # The same parser the client uses; this module imports nothing else from the project, so
 # that a reference's peak RSS does not include the client's modules.
@@ -46,23 +46,6 @@ WS_MAX_MESSAGE = 64 * 1024 * 1024
 WS_RECEIVE_BUFFER = 256 * 1024  # what the websocket transport uses
 WS_QUEUE = 16
 TIMEOUT = 600.0
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB.
-
-    Read from VmHWM in /proc/self/status where there is one: `ru_maxrss` of a process that
-    was started by fork + exec also counts the parent's resident set at the fork (Linux
-    keeps the larger of the two), so it can never show less than the driver's own size.
-    """
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def server_argv(workload: list[str]) -> list[str]:

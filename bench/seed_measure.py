@@ -17,32 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from codex_app_server_sdk import CodexClient, __version__
+from rss import peak_rss_kib
 
 SERVER = Path(__file__).resolve().parent / "fake_server.py"
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB.
-
-    Read from VmHWM in /proc/self/status where there is one: `ru_maxrss` of a process that
-    was started by fork + exec also counts the parent's resident set at the fork (Linux
-    keeps the larger of the two), so it can never show less than the driver's own size.
-    """
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 async def seed_turn(server_python: str, workload: list[str]) -> dict[str, Any]:

@@ -1,0 +1,23 @@
+"""Peak resident set size of the running process; shared by the project's and the seed's
+measurements (no project imports: the seed's venv has no orchestrator)."""
+
+from __future__ import annotations
+
+import resource
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB.
+
+    Read from VmHWM in /proc/self/status where there is one: `ru_maxrss` of a process that
+    was started by fork + exec also counts the parent's resident set at the fork (Linux
+    keeps the larger of the two), so it can never show less than the driver's own size.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
