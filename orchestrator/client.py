@@ -45,7 +45,7 @@ from orchestrator.models import (
     ThreadOptions,
     TokenUsage,
 )
-from orchestrator.protocol import jsonrpc
+from orchestrator.protocol import jsoncodec, jsonrpc
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
 from orchestrator.protocol.router import Router, ids_of
 from orchestrator.protocol.server_requests import decline_result
@@ -262,14 +262,24 @@ class CodexClient:
 
     def _dispatch(self, text: str) -> None:
         """Handle one incoming message. Runs on the reader task: must never block."""
+        now = trio.current_time()
         try:
-            message = jsonrpc.decode(text)
+            obj = jsoncodec.loads(text)
+            if isinstance(obj, dict) and self.router.note_activity(obj, now=now):
+                return  # a delta of a known turn: nothing more to do
+            message = jsonrpc.decode_parsed(obj, text)
+        except ValueError:
+            message = None
         except jsonrpc.BadMessage as exc:
             self.bad_messages += 1
             log.warning("ignored a malformed message from the app-server", reason=str(exc))
             return
+        if message is None:
+            self.bad_messages += 1
+            log.warning("ignored a message from the app-server that is not JSON")
+            return
         if isinstance(message, jsonrpc.Notification):
-            tracker = self.router.route(message, now=trio.current_time())
+            tracker = self.router.route(message, now=now)
             if tracker is not None:
                 self._wake(tracker)
         elif isinstance(message, jsonrpc.Request):

@@ -105,6 +105,14 @@ def decode(text: str | bytes) -> Message:
     return decode_object(obj, text)
 
 
+def decode_parsed(obj: Any, text: str | bytes) -> Message:
+    """Classify an already parsed JSON value (`text` is quoted in errors)."""
+    if not isinstance(obj, dict):
+        kind = "a batch (array)" if isinstance(obj, list) else type(obj).__name__
+        raise BadMessage(f"not a JSON object but {kind}", _as_str(text))
+    return decode_object(obj, text)
+
+
 def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
     """Classify an already parsed JSON object."""
     method = obj.get("method")

@@ -18,6 +18,21 @@ from orchestrator.protocol.jsonrpc import Notification, RequestId
 from orchestrator.protocol.turn import DEFAULT_MAX_BUFFERED_EVENTS, TurnTracker
 
 UNROUTED_RING_SIZE = 256
+
+# Streaming notifications: to the client they only mean "the turn is alive". They are most
+# of the traffic, so they take a short path (`note_activity`) when their turn is known.
+ACTIVITY_ONLY_METHODS = frozenset(
+    {
+        "item/agentMessage/delta",
+        "item/reasoning/summaryTextDelta",
+        "item/reasoning/summaryPartAdded",
+        "item/reasoning/textDelta",
+        "item/commandExecution/outputDelta",
+        "item/fileChange/outputDelta",
+        "item/plan/delta",
+        "item/mcpToolCall/progress",
+    }
+)
 FINISHED_UNREAD_KEPT = 256
 
 
@@ -109,6 +124,20 @@ class Router:
         self._finished_unread.pop(tracker.turn_id, None)
 
     # -- routing -----------------------------------------------------------------------
+
+    def note_activity(self, message: dict[str, Any], *, now: float) -> bool:
+        """The short path for a streaming notification of a known turn: refresh the turn's
+        inactivity clock and report True; anything else reports False (use `route`)."""
+        if message.get("method") not in ACTIVITY_ONLY_METHODS or "id" in message:
+            return False
+        params = message.get("params")
+        if not isinstance(params, dict):
+            return False
+        tracker = self.turns.get(params.get("turnId"))  # type: ignore[arg-type]
+        if tracker is None:
+            return False
+        tracker.last_activity = now
+        return True
 
     def route(self, note: Notification, *, now: float) -> TurnTracker | None:
         """Give a notification to its turn; returns the tracker when a reader should wake."""
