@@ -11,6 +11,8 @@ from orchestrator.client import CodexClient
 from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
 from tests.fake_app_server import FakeAppServer
 
+pytest_plugins = ["tests.reliability"]
+
 
 @pytest.fixture
 async def fake_server(nursery: trio.Nursery) -> FakeAppServer:
