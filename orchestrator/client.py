@@ -50,7 +50,11 @@ from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
 from orchestrator.protocol.router import Router, ids_of
 from orchestrator.protocol.server_requests import decline_result
 from orchestrator.protocol.steps import final_text_from_items
-from orchestrator.protocol.turn import DEFAULT_MAX_BUFFERED_EVENTS, TurnTracker
+from orchestrator.protocol.turn import (
+    DEFAULT_MAX_BUFFERED_EVENTS,
+    TERMINAL_STATUSES,
+    TurnTracker,
+)
 from orchestrator.transport.base import MessageTransport
 from orchestrator.transport.stdio import open_stdio_transport
 from orchestrator.transport.websocket import open_websocket_transport
@@ -88,6 +92,9 @@ DEFAULT_APPROVAL_TIMEOUT = 600.0
 OVERLOAD_RETRIES = 6
 OVERLOAD_BASE_DELAY = 0.2
 OVERLOAD_MAX_DELAY = 8.0
+# Every item of a turn completed, then silence this long: ask `thread/read` whether the turn
+# ended without its `turn/completed` reaching us.
+DEFAULT_COMPLETION_GAP = 30.0
 
 
 @attrs.define
@@ -122,6 +129,7 @@ class CodexClient:
         capabilities: Mapping[str, Any] | None = None,
         overload_retries: int = OVERLOAD_RETRIES,
         max_buffered_events: int = DEFAULT_MAX_BUFFERED_EVENTS,
+        completion_gap: float | None = DEFAULT_COMPLETION_GAP,
     ) -> None:
         self.transport = transport
         self.approval_handler = approval_handler
@@ -129,6 +137,8 @@ class CodexClient:
         self.request_timeout = request_timeout
         self.approval_timeout = approval_timeout
         self.overload_retries = overload_retries
+        self.completion_gap = completion_gap
+        self.completion_gaps_closed = 0  # turns ended from thread/read: turn/completed was lost
         self.router = Router(max_buffered_events=max_buffered_events)
         self.bad_messages = 0
         self.initialize_result: InitializeResult | None = None
@@ -703,18 +713,44 @@ class CodexClient:
             if tracker.done:
                 return None
             self._raise_if_closed()
+            now = trio.current_time()
             if inactivity_timeout is None or tracker.waiting_on_server_request:
                 deadline = math.inf
             else:
                 deadline = tracker.last_activity + inactivity_timeout
-                if deadline <= trio.current_time():
+                if deadline <= now:
                     raise CodexTurnInactiveError(
                         f"turn {tracker.turn_id} on thread {tracker.thread_id}: no event for "
                         f"{inactivity_timeout} s",
                         continuation=tracker.continuation(),
                     )
-            with trio.move_on_at(deadline):
+            gap_check_at = tracker.gap_check_due(self.completion_gap)
+            if gap_check_at <= now:
+                await self._close_completion_gap(tracker)
+                continue
+            with trio.move_on_at(min(deadline, gap_check_at)):
                 await lot.park()
+
+    async def _close_completion_gap(self, tracker: TurnTracker) -> None:
+        """Every item completed and then nothing came: if `thread/read` shows the turn ended,
+        its `turn/completed` was lost, so end it from what the server stored."""
+        tracker.gap_checked_at = trio.current_time()
+        try:
+            turn = await self.read_turn(tracker.thread_id, tracker.turn_id)
+        except (CodexProtocolError, CodexTimeoutError) as exc:
+            log.info("completion check failed; still waiting", turn=tracker.turn_id, error=str(exc))
+            return
+        if turn is None or turn.get("status") not in TERMINAL_STATUSES or tracker.done:
+            return
+        log.warning(
+            "turn/completed never arrived; the turn ended according to thread/read",
+            thread=tracker.thread_id,
+            turn=tracker.turn_id,
+            status=turn.get("status"),
+        )
+        tracker.reconcile(turn, cursor=tracker.cursor)
+        self.completion_gaps_closed += 1
+        self._wake(tracker)
 
     async def _thread_read_final_text(self, tracker: TurnTracker) -> str | None:
         """Fallback: ask `thread/read` for the turn's items when none arrived."""
@@ -732,6 +768,7 @@ class CodexClient:
             pending_requests=len(self._pending),
             parking_lots=len(self._lots),
             bad_messages=self.bad_messages,
+            completion_gaps_closed=self.completion_gaps_closed,
         )
         return stats
 

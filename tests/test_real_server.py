@@ -310,3 +310,26 @@ async def test_websocket_capability_token(
             async with CodexClient.connect_websocket(url, token="wrong-token") as client:
                 await client.initialize()
         assert "401" in str(wrong.value) and "wrong-token" not in str(wrong.value)
+
+
+async def test_completion_gap_checks_leave_a_quiet_running_turn_alone(
+    connect: Connect, workdir: Path
+) -> None:
+    """With a tiny completion gap, the client asks `thread/read` during the model's silences;
+    the real server reports the turn still running, so the turn goes on and completes with
+    its whole reply."""
+    async with connect(completion_gap=0.2) as client:
+        read_turn = client.read_turn
+        answers: list[Any] = []
+
+        async def counting_read_turn(thread_id: str, turn_id: str) -> dict[str, Any] | None:
+            turn = await read_turn(thread_id, turn_id)
+            answers.append(turn.get("status") if turn else None)
+            return turn
+
+        client.read_turn = counting_read_turn  # type: ignore[method-assign]
+        result = await client.chat_once("think 1.0: quiet", thread_options=never(workdir))
+    assert result.status == "completed"
+    assert result.final_text == "ECHO: quiet"
+    assert answers and all(status in ("inProgress", None) for status in answers), answers
+    assert client.completion_gaps_closed == 0

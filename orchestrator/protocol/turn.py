@@ -8,6 +8,7 @@ a reader that falls further behind than that loses the turn's buffer and is told
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -44,6 +45,7 @@ class TurnTracker:
         self.thread_id = thread_id
         self.turn_id = turn_id
         self.last_activity = now
+        self.gap_checked_at = now  # when the server was last asked whether the turn ended
         self.max_buffered_events = max_buffered_events
         self.pending_requests: set[RequestId] = set()
         self.readers = 0
@@ -188,6 +190,15 @@ class TurnTracker:
     def done(self) -> bool:
         """`turn/completed` has arrived (unread items may remain)."""
         return self.status is not None
+
+    def gap_check_due(self, gap: float | None) -> float:
+        """When to ask the server whether this turn ended unannounced (math.inf: not now).
+
+        Only while no item is open and no server request waits on us: an open command or an
+        approval explains a silence; a turn whose every item completed does not."""
+        if gap is None or self.done or self.unfinished or self.pending_requests:
+            return math.inf
+        return max(self.last_activity, self.gap_checked_at) + gap
 
     @property
     def has_unread(self) -> bool:

@@ -24,6 +24,9 @@ Directives are case-sensitive prefixes of the stripped prompt:
 * `fail: <message>`           the stream starts, then a `response.failed` event with <message>.
 * `final: <a> | <b>`          two messages: <a> with phase `commentary`, <b> with `final_answer`.
 * `tokens <n>: <rest>`        <rest> is answered as above, reporting `output_tokens = n`.
+* `think <seconds>: <rest>`   <rest> is answered as above after <seconds> of silence between
+                              the response's start and its first output (a model thinking
+                              before it writes: no item is open meanwhile).
 
 A `Script` adds rules loaded from TOML (first match wins; no match means the prompt itself is
 read for directives)::
@@ -68,6 +71,7 @@ DEFAULT_CHUNKS = 3
 _SLOW = re.compile(r"slow (\d+(?:\.\d+)?)x(\d+):(.*)", re.DOTALL)
 _ERROR = re.compile(r"error ([2-5]\d\d):(.*)", re.DOTALL)
 _TOKENS = re.compile(r"tokens (\d+):(.*)", re.DOTALL)
+_THINK = re.compile(r"think (\d+(?:\.\d+)?):(.*)", re.DOTALL)
 # codex wraps the context it injects as user messages in one XML-ish tag
 # (`<environment_context>…</environment_context>`, `<turn_aborted>…`); those are not prompts.
 _INJECTED = re.compile(r"<([A-Za-z_][\w-]*)>.*</\1>", re.DOTALL)
@@ -136,7 +140,7 @@ class StreamReply:
     """A successful streamed response.
 
     Each text (message or reasoning summary) is streamed as `chunks` deltas, and `pause`
-    seconds of silence precede every message delta.
+    seconds of silence precede every message delta; `think` seconds precede the first output.
     """
 
     response_id: str
@@ -145,6 +149,7 @@ class StreamReply:
     usage: Usage
     chunks: int = DEFAULT_CHUNKS
     pause: float = 0.0
+    think: float = 0.0
 
 
 @attrs.frozen
@@ -255,6 +260,9 @@ def _parse_rule(raw: object, *, where: str) -> Rule:
 
 def _plan_directive(prompt: str, *, ids: ItemIds, model: str, input_tokens: int) -> Reply:
     prompt = prompt.strip()
+    if m := _THINK.fullmatch(prompt):
+        inner = _plan_directive(m[2], ids=ids, model=model, input_tokens=input_tokens)
+        return attrs.evolve(inner, think=float(m[1])) if isinstance(inner, StreamReply) else inner
     if m := _TOKENS.fullmatch(prompt):
         inner = _plan_directive(m[2], ids=ids, model=model, input_tokens=input_tokens)
         if isinstance(inner, StreamReply):

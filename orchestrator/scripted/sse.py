@@ -80,10 +80,14 @@ def stream_steps(reply: StreamReply | StreamFailure, *, created_at: int = 0) -> 
         failed = {**response, "status": "failed", "error": error, "usage": None}
         builder.add("response.failed", {"response": failed})
         return builder.steps
+    first_output = len(builder.steps)
     done = [
         builder.add_output(index, output, chunks=reply.chunks, pause=reply.pause)
         for index, output in enumerate(reply.outputs)
     ]
+    if reply.think > 0 and first_output < len(builder.steps):
+        step = builder.steps[first_output]
+        builder.steps[first_output] = attrs.evolve(step, delay=step.delay + reply.think)
     completed = {**response, "status": "completed", "output": done, "usage": _usage(reply.usage)}
     builder.add("response.completed", {"response": completed})
     return builder.steps

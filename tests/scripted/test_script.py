@@ -175,6 +175,14 @@ def test_tokens_overrides_output_tokens_of_any_directive() -> None:
     assert reply.usage.total_tokens == reply.usage.input_tokens + 1234
 
 
+def test_think_delays_any_directive() -> None:
+    """`think S: rest` answers `rest` with S seconds of thinking first."""
+    reply = stream("think 2.5: shell: ls")
+    assert reply.think == 2.5
+    assert isinstance(reply.outputs[0], ToolCall)
+    assert isinstance(plan("think 1: error 503: busy"), HttpError)
+
+
 def test_directives_are_case_sensitive_prefixes() -> None:
     """`Shell:` or a directive in the middle of the prompt is plain text."""
     assert texts(stream("Shell: ls")) == ["ECHO: Shell: ls"]

@@ -126,6 +126,14 @@ def test_slow_pauses_before_every_message_delta() -> None:
     assert {s.delay for s in steps if s.delay} == {2.0}
 
 
+def test_think_pauses_once_before_the_first_output() -> None:
+    """`think 1.5: reason: x` is silent 1.5 s after the response starts, before any item."""
+    steps = steps_for("think 1.5: reason: x")
+    delayed = [(index, s.event, s.delay) for index, s in enumerate(steps) if s.delay]
+    assert delayed == [(2, "response.output_item.added", 1.5)]
+    assert [s.event for s in steps[:2]] == ["response.created", "response.in_progress"]
+
+
 def test_final_sets_phase_on_both_messages() -> None:
     """Each message item carries its phase, both when added and when done."""
     steps = steps_for("final: a | b")
