@@ -27,10 +27,12 @@ import trio
 from orchestrator import __version__
 from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import (
+    THREAD_BUSY_MESSAGE,
     CodexError,
     CodexMessageTooLargeError,
     CodexOverloadedError,
     CodexProtocolError,
+    CodexThreadBusyError,
     CodexTimeoutError,
     CodexTransportError,
     CodexTurnInactiveError,
@@ -69,6 +71,7 @@ __all__ = [
     "CodexMessageTooLargeError",
     "CodexOverloadedError",
     "CodexProtocolError",
+    "CodexThreadBusyError",
     "CodexTimeoutError",
     "CodexTransportError",
     "CodexTurnInactiveError",
@@ -401,7 +404,12 @@ class CodexClient:
                     code=response.code,
                     data=response.data,
                 )
-            raise CodexProtocolError(
+            error_type = (
+                CodexThreadBusyError
+                if THREAD_BUSY_MESSAGE in (response.message or "")
+                else CodexProtocolError
+            )
+            raise error_type(
                 f"{method}: {response.message}", code=response.code, data=response.data
             )
         raise AssertionError("unreachable")

@@ -6,7 +6,9 @@
     ├── CodexTimeoutError            a request or a wait ran out of time
     │   └── CodexTurnInactiveError       a turn was silent too long; carries a continuation
     └── CodexProtocolError           the peer answered with a JSON-RPC error, or sent garbage
-        └── CodexOverloadedError         -32001: server overloaded, still so after our retries
+        ├── CodexOverloadedError         -32001: server overloaded, still so after our retries
+        └── CodexThreadBusyError         the thread "already has an active writer": another
+                                         app-server process holds it until that process exits
     ConfigError                      a task or config file is wrong: file, line, key, what
 
 "The peer refused" (`CodexProtocolError` with the peer's code) is kept apart from "the peer is
@@ -94,6 +96,18 @@ class CodexProtocolError(CodexError):
 
 class CodexOverloadedError(CodexProtocolError):
     """The server kept answering -32001 (overloaded) after every retry."""
+
+
+class CodexThreadBusyError(CodexProtocolError):
+    """`thread/resume` refused: another app-server process is the thread's writer.
+
+    codex releases a thread's writer only when the process holding it exits (for example an
+    app-server whose client died and that is still shutting down), so waiting may help.
+    """
+
+
+# How codex words the refusal (code -32600, like most of its errors).
+THREAD_BUSY_MESSAGE = "already has an active writer"
 
 
 class ConfigError(Exception):

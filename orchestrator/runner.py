@@ -25,6 +25,7 @@ from orchestrator.client import (
     CodexClient,
     CodexError,
     CodexProtocolError,
+    CodexThreadBusyError,
     CodexTimeoutError,
     CodexTransportError,
     CodexTurnInactiveError,
@@ -41,6 +42,12 @@ log = structlog.get_logger("orchestrator.runner")
 
 RECORD_VERSION = 1
 STOP_INTERRUPT_TIMEOUT = 10.0
+# A thread another app-server process still holds ("already has an active writer") is
+# released when that process exits: typically an app-server whose client just died and that
+# is shutting down. Wait this long for it, backing off, before failing the turn.
+THREAD_BUSY_WAIT = 30.0
+THREAD_BUSY_FIRST_DELAY = 0.5
+THREAD_BUSY_MAX_DELAY = 5.0
 USAGE_KEYS = (
     "input_tokens",
     "cached_input_tokens",
@@ -181,10 +188,35 @@ class JobRunner:
                 **self.spec.thread_options().to_params(),
             }
             params.pop("cwd", None)
-            await client.request("thread/resume", params)
+            await self._resume_thread(client, params)
             self._thread_generation = generation
             self.actor.thread_handlers[self.thread_id] = self._answer
             self.record("thread_resumed", connection=self.actor.name, generation=generation)
+
+    async def _resume_thread(self, client: CodexClient, params: Mapping[str, Any]) -> None:
+        """`thread/resume`, waiting (bounded) while another process still holds the thread."""
+        waited, delay = 0.0, THREAD_BUSY_FIRST_DELAY
+        while True:
+            try:
+                await client.request("thread/resume", params)
+                if waited:
+                    self.record("thread_released", waited=round(waited, 3))
+                return
+            except CodexThreadBusyError as exc:
+                if waited >= THREAD_BUSY_WAIT:
+                    raise CodexThreadBusyError(
+                        f"{exc.message}: another app-server process still holds thread "
+                        f"{self.thread_id} after {waited:.0f} s (codex releases a thread when "
+                        "the process holding it exits)",
+                        code=exc.code,
+                        data=exc.data,
+                    ) from exc
+                if not waited:
+                    self.record("thread_busy", error=str(exc))
+                    self._log.warning("thread held by another app-server; waiting", error=str(exc))
+                await trio.sleep(delay)
+                waited += delay
+                delay = min(THREAD_BUSY_MAX_DELAY, delay * 2)
 
     def _recovered_continuation(self, index: int) -> ChatContinuation | None:
         """The acknowledged turn a restarted daemon must resume rather than re-send."""

@@ -124,6 +124,8 @@ class FakeAppServer:
         self.overload: Counter[str] = Counter()  # method -> how many -32001 answers to give
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.silent_methods: set[str] = set()  # requests never answered
+        # method -> JSON-RPC errors to answer with, one per request, before answering normally
+        self.refusals: dict[str, deque[dict[str, Any]]] = {}
         self.responses: dict[Any, Any] = {}
         self.completed_turns: dict[str, dict[str, Any]] = {}
         self.last_input_text = ""
@@ -202,6 +204,10 @@ class FakeAppServer:
         if self.overload[method] > 0:
             self.overload[method] -= 1
             await self.send({"id": msg_id, "error": {"code": -32001, "message": "overloaded"}})
+            return
+        if self.refusals.get(method):
+            error = self.refusals[method].popleft()
+            await self.send({"id": msg_id, "error": error})
             return
         if method in self.handlers:
             result = self.handlers[method](params)
