@@ -98,6 +98,11 @@ OVERLOAD_MAX_DELAY = 8.0
 # Every item of a turn completed, then silence this long: ask `thread/read` whether the turn
 # ended without its `turn/completed` reaching us.
 DEFAULT_COMPLETION_GAP = 30.0
+COMPLETION_CHECK_TIMEOUT = 30.0
+# After a request timed out, a hung server (stopped, deadlocked) is told from a slow one by
+# this cheap request: no answer within the probe timeout closes the connection.
+LIVENESS_PROBE = "thread/loaded/list"
+DEFAULT_HANG_PROBE_TIMEOUT = 10.0
 
 
 @attrs.define
@@ -133,6 +138,7 @@ class CodexClient:
         overload_retries: int = OVERLOAD_RETRIES,
         max_buffered_events: int = DEFAULT_MAX_BUFFERED_EVENTS,
         completion_gap: float | None = DEFAULT_COMPLETION_GAP,
+        hang_probe_timeout: float | None = DEFAULT_HANG_PROBE_TIMEOUT,
     ) -> None:
         self.transport = transport
         self.approval_handler = approval_handler
@@ -142,6 +148,8 @@ class CodexClient:
         self.overload_retries = overload_retries
         self.completion_gap = completion_gap
         self.completion_gaps_closed = 0  # turns ended from thread/read: turn/completed was lost
+        self.hang_probe_timeout = hang_probe_timeout
+        self._probe_done: trio.Event | None = None
         self.router = Router(max_buffered_events=max_buffered_events)
         self.bad_messages = 0
         self.initialize_result: InitializeResult | None = None
@@ -417,6 +425,17 @@ class CodexClient:
     async def _call_once(
         self, method: str, params: Mapping[str, Any] | None, timeout: float | None
     ) -> jsonrpc.Response | jsonrpc.ErrorResponse:
+        limit = self.request_timeout if timeout is None else timeout
+        response = await self._exchange(method, params, limit)
+        if response is None:
+            await self._check_alive(f"{method} got no response within {limit} s")
+            raise CodexTimeoutError(f"{method}: no response within {limit} s")
+        return response
+
+    async def _exchange(
+        self, method: str, params: Mapping[str, Any] | None, limit: float | None
+    ) -> jsonrpc.Response | jsonrpc.ErrorResponse | None:
+        """Send one request and wait for its answer; None when `limit` ran out first."""
         self._raise_if_closed()
         msg_id = next(self._ids)
         call = _PendingCall(method)
@@ -425,16 +444,48 @@ class CodexClient:
             await self._send(
                 jsonrpc.encode_request(msg_id, method, dict(params) if params is not None else None)
             )
-            limit = self.request_timeout if timeout is None else timeout
             with trio.move_on_after(math.inf if limit is None else limit):
                 await call.done.wait()
             if call.error is not None:
                 raise _copy_transport_error(call.error)
-            if call.response is None:
-                raise CodexTimeoutError(f"{method}: no response within {limit} s")
             return call.response
         finally:
             del self._pending[msg_id]
+
+    async def _check_alive(self, why: str) -> None:
+        """After a request timed out: is the server slow, or hung (stopped, deadlocked)?
+
+        A cheap request answers that: any answer, even an error, proves the server still reads
+        and writes. None within `hang_probe_timeout` means it is hung: the connection is closed
+        (a stdio app-server is stopped) and everything pending fails with
+        `CodexTransportError`, so callers treat it as the lost connection it is and a
+        supervisor reconnects. Concurrent timeouts share one probe.
+        """
+        if self.hang_probe_timeout is None or self._closed is not None:
+            self._raise_if_closed()
+            return
+        if self._probe_done is not None:
+            await self._probe_done.wait()
+            self._raise_if_closed()
+            return
+        self._probe_done = done = trio.Event()
+        try:
+            answer = await self._exchange(LIVENESS_PROBE, None, self.hang_probe_timeout)
+            if answer is None:
+                self._declare_hung(why)
+        finally:
+            self._probe_done = None
+            done.set()
+        self._raise_if_closed()
+
+    def _declare_hung(self, why: str) -> None:
+        error = CodexTransportError(
+            f"{self.transport.description}: stopped answering ({why}, and a liveness probe "
+            f"none within {self.hang_probe_timeout} s); connection closed"
+        )
+        log.error("app-server hung; closing the connection", error=error.message)
+        self._fail_everything(error)
+        self._nursery.start_soon(self.transport.aclose)
 
     # -- server requests ---------------------------------------------------------------
 
@@ -686,9 +737,13 @@ class CodexClient:
                 raise
         return tracker
 
-    async def read_turn(self, thread_id: str, turn_id: str) -> dict[str, Any] | None:
+    async def read_turn(
+        self, thread_id: str, turn_id: str, *, timeout: float | None = None
+    ) -> dict[str, Any] | None:
         """The turn as `thread/read` reports it, or None."""
-        result = await self.request("thread/read", {"threadId": thread_id, "includeTurns": True})
+        result = await self.request(
+            "thread/read", {"threadId": thread_id, "includeTurns": True}, timeout=timeout
+        )
         turns = (result.get("thread") or {}).get("turns") if isinstance(result, dict) else None
         for turn in turns or ():
             if isinstance(turn, dict) and turn.get("id") == turn_id:
@@ -744,7 +799,10 @@ class CodexClient:
         its `turn/completed` was lost, so end it from what the server stored."""
         tracker.gap_checked_at = trio.current_time()
         try:
-            turn = await self.read_turn(tracker.thread_id, tracker.turn_id)
+            limit = COMPLETION_CHECK_TIMEOUT
+            if self.request_timeout is not None:
+                limit = min(limit, self.request_timeout)
+            turn = await self.read_turn(tracker.thread_id, tracker.turn_id, timeout=limit)
         except (CodexProtocolError, CodexTimeoutError) as exc:
             log.info("completion check failed; still waiting", turn=tracker.turn_id, error=str(exc))
             return
