@@ -238,7 +238,10 @@ class Scheduler:
                     return
                 self._changed(state, "waiting")
                 async with self._global, self.pool.lease(spec.connection) as actor:
-                    await self._run_on(state, actor)
+                    try:
+                        await self._run_on(state, actor)
+                    except Exception as exc:  # one job must not end the run
+                        self._crashed(state, exc)
             if state.status not in FINAL and not self.suspending:
                 self._finish(
                     state, "cancelled", error=state.cancel_reason or "not run: the run was stopped"
@@ -249,6 +252,23 @@ class Scheduler:
             if self._forget_finished and state.status in FINAL:
                 self.states.pop(spec.id, None)
             self._wake()
+
+    def _crashed(self, state: JobState, exc: Exception) -> None:
+        """A job ended by an error outside the protocol (a full disk, a file we may not write,
+        a bug): it fails, saying why, and every other job goes on."""
+        if isinstance(exc, OSError):
+            error = f"could not write the job's records: {exc}"
+            log.error("job failed: storage error", job=state.spec.id, error=str(exc))
+        else:
+            error = f"internal error: {exc!r}"
+            log.exception("job failed: internal error", job=state.spec.id)
+        runner = state.runner if isinstance(state.runner, JobRunner) else None
+        try:
+            self._finish(state, "failed", runner=runner, error=error)
+        except Exception as again:  # the result file may be unwritable too
+            log.error("could not record the job's failure", job=state.spec.id, error=str(again))
+            state.result = {"job_id": state.spec.id, "status": "failed", "error": error}
+            self._changed(state, "failed")
 
     def _reuse(self, state: JobState) -> bool:
         previous = read_json(self.layout.result_path(state.spec.id))
