@@ -31,6 +31,10 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 
 
+class ConnectionDown(CodexError):
+    """A job waited `max_down_time` for its connection to come (back) up."""
+
+
 class ConnectionActor:
     """Keeps one app-server connection alive and lends its threads to jobs."""
 
@@ -52,6 +56,7 @@ class ConnectionActor:
         self.restarts = 0
         self.state = "starting"
         self.last_error: str | None = None
+        self.down_since: float | None = None  # trio time the connection went down
         self.thread_handlers: dict[str, ApprovalHandler] = {}
         self._extra_env = dict(extra_env or {})
         self._client_options = dict(client_options or {})
@@ -73,6 +78,7 @@ class ConnectionActor:
         started = False
         failures = 0
         bound = log.bind(connection=self.name)
+        self.down_since = trio.current_time()
         while True:
             try:
                 async with self._connect() as client:
@@ -80,6 +86,7 @@ class ConnectionActor:
                     self._client = client
                     self.generation += 1
                     self.state = "up"
+                    self.down_since = None
                     failures = 0
                     self._notify()
                     bound.info("connection up", generation=self.generation)
@@ -93,12 +100,16 @@ class ConnectionActor:
             finally:
                 self._client = None
                 self.state = "down"
+                if self.down_since is None:
+                    self.down_since = trio.current_time()
                 self._notify()
             if not started:
                 task_status.started()
                 started = True
             self.restarts += 1
-            delay = min(self._backoff_max, self._backoff_base * 2**failures)
+            # The exponent is capped: 2**failures overflows a float after ~1,000 failures,
+            # which a daemon facing a long outage reaches in hours.
+            delay = min(self._backoff_max, self._backoff_base * 2 ** min(failures, 32))
             delay *= random.uniform(0.5, 1.5)  # jitter: don't restart in lockstep
             failures += 1
             bound.warning("connection down; restarting", error=self.last_error, delay=delay)
@@ -135,10 +146,24 @@ class ConnectionActor:
     # -- for jobs ----------------------------------------------------------------------
 
     async def wait_client(self) -> tuple[CodexClient, int]:
-        """The connected client and its generation, waiting for a (re)connection if needed."""
+        """The connected client and its generation, waiting for a (re)connection if needed.
+
+        Raises:
+            ConnectionDown: the connection has been down for `max_down_time` (a broken
+                command or an unreachable server must not hold jobs forever).
+        """
         # A client whose connection just died may still be set until the actor notices.
         while self._client is None or self._client.closed:
-            await self._changed.wait()
+            now = trio.current_time()
+            since = now if self.down_since is None else self.down_since
+            deadline = since + self.spec.max_down_time
+            if now >= deadline:
+                raise ConnectionDown(
+                    f"connection {self.name!r} has been down for more than "
+                    f"{self.spec.max_down_time:g} s (last error: {self.last_error or 'none yet'})"
+                )
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
         return self._client, self.generation
 
     @asynccontextmanager

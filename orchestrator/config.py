@@ -42,6 +42,10 @@ ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 DEFAULT_COMMAND = ("codex", "app-server")
 DEFAULT_CONNECTION_NAME = "local"
 DEFAULT_MAX_THREADS = 4
+# How long jobs wait for a connection that is down (never came up, or lost and not back)
+# before they fail: long enough for an app-server restart, short enough that a broken
+# command does not hang a batch forever.
+DEFAULT_MAX_DOWN_TIME = 120.0
 DEFAULT_MAX_CONCURRENT_JOBS = 8
 DEFAULT_SHUTDOWN_GRACE = 30.0
 MAX_COUNT = 10_000  # cap for max_threads and max_concurrent_jobs
@@ -69,7 +73,14 @@ DEFAULT_ENV_PASSTHROUGH = (
     "RUST_LOG", "LOG_FORMAT",
 )  # fmt: skip
 WEBSOCKET_KEYS = ("url", "token_env")
-CONNECTION_KEYS = ("name", "transport", "max_threads", *STDIO_KEYS, *WEBSOCKET_KEYS)
+CONNECTION_KEYS = (
+    "name",
+    "transport",
+    "max_threads",
+    "max_down_time",
+    *STDIO_KEYS,
+    *WEBSOCKET_KEYS,
+)
 _HINTS = {
     "token": "never put the token in a file; set token_env to the name of the environment "
     "variable that holds it"
@@ -98,6 +109,7 @@ class ConnectionSpec:
     url: str | None = None  # websocket
     token_env: str | None = None  # websocket: the variable holding the bearer token
     max_threads: int = DEFAULT_MAX_THREADS
+    max_down_time: float = DEFAULT_MAX_DOWN_TIME  # jobs fail after waiting this long for it
 
     @classmethod
     def from_mapping(
@@ -363,6 +375,12 @@ def _read_connection(
             )
             or max_threads
         )
+    max_down_time = DEFAULT_MAX_DOWN_TIME
+    if "max_down_time" in data:
+        value = read_seconds(
+            data["max_down_time"], where.at("max_down_time"), problems, maximum=SECONDS_CAP
+        )
+        max_down_time = max_down_time if value is None else value
     command: tuple[str, ...] = DEFAULT_COMMAND
     cwd: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -403,6 +421,7 @@ def _read_connection(
         url=url,
         token_env=token_env,
         max_threads=max_threads,
+        max_down_time=max_down_time,
     )
 
 

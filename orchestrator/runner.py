@@ -18,7 +18,7 @@ import attrs
 import structlog
 import trio
 
-from orchestrator.actor import ConnectionActor
+from orchestrator.actor import ConnectionActor, ConnectionDown
 from orchestrator.client import (
     ChatContinuation,
     ChatResult,
@@ -256,7 +256,11 @@ class JobRunner:
         if continuation is None:
             self.current_turn = None
         while True:
-            client, generation = await self.actor.wait_client()
+            try:
+                client, generation = await self.actor.wait_client()
+            except ConnectionDown as exc:
+                self.record("error", error=str(exc))
+                raise JobFailed(str(exc)) from None
             stream: TurnStream | None = None
             try:
                 await self._ensure_thread(client, generation)
