@@ -26,16 +26,21 @@ def item_text(item: dict[str, Any]) -> str:
     if item_type == "agentMessage":
         return _str(item.get("text"))
     if item_type == "reasoning":
-        parts = item.get("summary") or item.get("content") or []
+        parts = _list(item.get("summary")) or _list(item.get("content"))
         return "\n".join(_part_text(part) for part in parts if _part_text(part))
     if item_type == "commandExecution":
         return _str(item.get("aggregatedOutput"))
     if item_type == "fileChange":
-        changes = item.get("changes") or []
+        changes = _list(item.get("changes"))
         return "\n".join(_change_text(change) for change in changes if isinstance(change, dict))
     if item_type == "mcpToolCall":
         return _tool_text(item)
     return _str(item.get("text"))
+
+
+def _list(value: Any) -> list[Any]:
+    """A field that should be a list; anything else (a peer's mistake) reads as empty."""
+    return value if isinstance(value, list) else []
 
 
 def step_from_item(
