@@ -83,7 +83,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         row["outcome"] = "failed"
     elif report.skipped and row["outcome"] == "passed":
-        row["outcome"] = "skipped"
+        if hasattr(report, "wasxfail"):
+            # A known bug, written down as the strict xfail test that will pass once fixed.
+            row["outcome"] = "xfail"
+            row["reason"] = report.wasxfail
+        else:
+            row["outcome"] = "skipped"
     if report.when == "teardown":
         row["figures"] = item.stash.get(_FIGURES, [])
     return report

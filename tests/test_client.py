@@ -364,6 +364,11 @@ async def test_hanging_handler_is_declined_after_approval_timeout(
     assert trio.current_time() - start == pytest.approx(30, abs=1)
 
 
+@pytest.mark.fault(
+    "client: overload (-32001)",
+    "thread/start answered -32001 three times",
+    "retried with backoff; succeeds at the 4th attempt",
+)
 async def test_overloaded_requests_are_retried_with_backoff(
     autojump_clock: trio.testing.MockClock, client: CodexClient, fake_server: FakeAppServer
 ) -> None:
@@ -376,6 +381,11 @@ async def test_overloaded_requests_are_retried_with_backoff(
     assert trio.current_time() - start > 0.2  # it backed off
 
 
+@pytest.mark.fault(
+    "client: overload (-32001)",
+    "thread/start answered -32001 forever",
+    "CodexOverloadedError with code -32001",
+)
 async def test_overload_that_never_ends_raises(
     autojump_clock: trio.testing.MockClock, client: CodexClient, fake_server: FakeAppServer
 ) -> None:
@@ -395,6 +405,11 @@ async def test_error_response_is_a_protocol_error(
     assert info.value.code == -32600
 
 
+@pytest.mark.fault(
+    "client: unanswered request",
+    "a request never answered; timeout=5",
+    "CodexTimeoutError; the next turn completes",
+)
 async def test_request_timeout(
     autojump_clock: trio.testing.MockClock, client: CodexClient, fake_server: FakeAppServer
 ) -> None:
@@ -406,6 +421,11 @@ async def test_request_timeout(
     assert (await client.chat_once("still here")).final_text == "ECHO: still here"
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "memory transport: the server vanishes mid-turn with a request pending",
+    "both fail at once with CodexTransportError; later calls too",
+)
 async def test_peer_gone_fails_every_waiting_call_at_once(
     autojump_clock: trio.testing.MockClock, client: CodexClient, fake_server: FakeAppServer
 ) -> None:
@@ -480,6 +500,11 @@ async def test_cancel_of_a_finished_turn_reports_completion(
     assert fake_server.method_counts["turn/interrupt"] == 0
 
 
+@pytest.mark.fault(
+    "client: hostile input",
+    "between turns: not JSON, a batch, a response to no request, an object of neither kind",
+    "the 3 malformed ones counted, all skipped; the next turn completes",
+)
 async def test_malformed_messages_are_skipped(
     client: CodexClient, fake_server: FakeAppServer
 ) -> None:
@@ -492,6 +517,12 @@ async def test_malformed_messages_are_skipped(
     assert client.bad_messages == 3
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "memory transport: a message over the limit",
+    "CodexTransportError 'over the limit'; that connection closed; another connection's "
+    "turn completes",
+)
 async def test_oversized_message_closes_only_that_connection() -> None:
     """A message over the limit fails that connection clearly; another is unaffected."""
     small_client, small_server = memory_transport_pair(max_message_bytes=1000)
@@ -569,6 +600,11 @@ async def test_continuation_of_a_forgotten_turn_is_rebuilt_from_thread_read(
     assert rest.final_text == "c" and rest.status == "completed"
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "the server vanishes while idle; a request follows in the client's block",
+    "CodexTransportError itself, not an ExceptionGroup",
+)
 async def test_errors_from_the_block_are_not_wrapped(fake_server: FakeAppServer) -> None:
     """An error raised inside `async with` comes out as itself, not in an ExceptionGroup."""
     with pytest.raises(CodexTransportError):

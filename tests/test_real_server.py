@@ -248,6 +248,11 @@ async def test_provider_http_error_fails_the_turn(connect: Connect, workdir: Pat
     assert result.error_message
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "real app-server (stdio) killed (SIGKILL) mid-turn, two turns in flight",
+    "both turns fail at once with CodexTransportError naming SIGKILL",
+)
 @pytest.mark.parametrize("transport", ["stdio"])
 async def test_app_server_killed_mid_turn(
     transport: str, codex_env: dict[str, str], workdir: Path

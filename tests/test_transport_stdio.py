@@ -135,6 +135,11 @@ async def test_clean_eof_ends_the_channel() -> None:
 # -- the size limit ----------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "stdio transport: a 5000-byte line over a 1000-byte limit",
+    "CodexMessageTooLargeError naming the limit, sticky; the process stopped",
+)
 async def test_line_over_the_limit_raises_and_stops_the_process() -> None:
     """A line over `max_message_bytes` raises `CodexMessageTooLargeError` and the child is
     stopped."""
@@ -149,6 +154,11 @@ async def test_line_over_the_limit_raises_and_stops_the_process() -> None:
                 await transport.receive()
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "stdio transport: whole lines in the same read as an oversized one",
+    "delivered first, then CodexMessageTooLargeError",
+)
 async def test_lines_before_an_oversized_one_are_still_delivered() -> None:
     """Whole lines that arrived in the same read as an oversized one come out first."""
     code = "import sys; sys.stdout.write('a\\nb\\n' + 'x' * 5000 + '\\n'); sys.stdout.flush()"
@@ -160,6 +170,11 @@ async def test_lines_before_an_oversized_one_are_still_delivered() -> None:
                 await transport.receive()
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "stdio: a response over the limit",
+    "the pending request fails with CodexMessageTooLargeError",
+)
 async def test_oversized_response_fails_the_pending_request() -> None:
     """A pending `request` fails with `CodexMessageTooLargeError` when the answer is too big."""
     command = fake_server("answer(msg, {'blob': 'z' * 5000})")
@@ -172,6 +187,11 @@ async def test_oversized_response_fails_the_pending_request() -> None:
 # -- stderr --------------------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "client: stderr",
+    "stdio: 4 MiB of stderr before an answer",
+    "not blocked; the tail bounded and cut at a line start",
+)
 async def test_megabytes_of_stderr_do_not_block_and_the_tail_is_bounded() -> None:
     """A child that logs 4 MiB to stderr before answering is not blocked, and only a bounded
     tail starting at a line boundary is kept."""
@@ -223,6 +243,11 @@ def test_stderr_tail_keeps_a_bounded_tail_from_a_line_boundary() -> None:
 # -- how the child ended -------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "stdio: the process exits 3 after an error on stderr, a request pending",
+    "CodexTransportError with exit status 3 and the stderr tail, promptly",
+)
 async def test_exit_status_and_stderr_fail_the_pending_request_promptly() -> None:
     """A child that exits 3 after an error on stderr fails the pending request with the status
     and the stderr tail."""
@@ -244,6 +269,11 @@ async def test_exit_status_and_stderr_fail_the_pending_request_promptly() -> Non
     assert error.stderr_tail.endswith("FATAL: config.toml is broken\n")
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "stdio: the process is killed (SIGKILL) with a request pending",
+    "CodexTransportError naming SIGKILL",
+)
 async def test_death_by_signal_is_named() -> None:
     """A child killed by a signal fails the pending request with a message naming it."""
     command = fake_server("os.kill(os.getpid(), signal.SIGKILL)")
@@ -255,6 +285,11 @@ async def test_death_by_signal_is_named() -> None:
     assert "SIGKILL" in str(caught.value)
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "stdio: writing to a process that has exited",
+    "CodexTransportError, not a trio error",
+)
 async def test_write_to_a_dead_child_is_a_transport_error() -> None:
     """Sending to a child that has exited raises `CodexTransportError`, not a trio error."""
     with trio.fail_after(PROMPTLY):
@@ -288,6 +323,11 @@ EXITS_ON_EOF = (
     ],
     ids=["eof", "sigterm", "sigkill"],
 )
+@pytest.mark.fault(
+    "client: server stops",
+    "stdio: a server ignoring stdin EOF (and SIGTERM) when the client leaves",
+    "stopped by SIGTERM, else SIGKILL, one grace each: never hangs",
+)
 async def test_stop_closes_stdin_then_terminates_then_kills(
     monkeypatch: pytest.MonkeyPatch, code: str, returncode: int, graces: int
 ) -> None:
@@ -304,6 +344,11 @@ async def test_stop_closes_stdin_then_terminates_then_kills(
     assert graces * grace <= elapsed < graces * grace + 0.8
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "stdio: the server leaves a child process behind as it exits",
+    "the whole process group is killed",
+)
 async def test_grandchild_does_not_outlive_the_transport() -> None:
     """A process the child spawned (like the npm launcher's native server) is killed with it."""
     code = textwrap.dedent(

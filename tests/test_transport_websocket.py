@@ -139,6 +139,11 @@ async def test_text_frames_round_trip() -> None:
         ]
 
 
+@pytest.mark.fault(
+    "client: hostile input",
+    "websocket: a binary frame",
+    "ignored; the next text frame delivered",
+)
 async def test_binary_frames_are_ignored() -> None:
     """A binary frame from the server is skipped; the next text frame is delivered."""
 
@@ -241,6 +246,11 @@ async def test_connection_refused_is_a_transport_error_with_the_reason() -> None
     assert "connect" in str(caught.value).lower()
 
 
+@pytest.mark.fault(
+    "client: websocket close",
+    "the server closes with 4001 and a reason, a request pending",
+    "the request fails with CodexTransportError naming 4001 and the reason",
+)
 async def test_server_close_fails_the_pending_request_with_the_code() -> None:
     """A server closing with a code and reason fails the pending request with both."""
 
@@ -255,6 +265,11 @@ async def test_server_close_fails_the_pending_request_with_the_code() -> None:
     assert "shutting down" in str(caught.value)
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "websocket: a response over the limit",
+    "CodexMessageTooLargeError; the connection closed with 1009",
+)
 async def test_message_over_the_limit_closes_with_1009() -> None:
     """A message over `max_message_bytes` raises `CodexMessageTooLargeError` (close 1009)."""
 
@@ -270,6 +285,11 @@ async def test_message_over_the_limit_closes_with_1009() -> None:
     assert "1009" in str(caught.value)
 
 
+@pytest.mark.fault(
+    "client: message size",
+    "websocket transport: a frame over the limit",
+    "CodexMessageTooLargeError",
+)
 async def test_message_over_the_limit_on_the_transport() -> None:
     """The transport itself raises `CodexMessageTooLargeError` for an oversized frame."""
 
@@ -289,6 +309,11 @@ async def test_message_over_the_limit_on_the_transport() -> None:
 # -- keepalive -------------------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "client: server stops",
+    "websocket: the peer stops answering (no pong to our pings)",
+    "closed after ping_timeout; the pending request fails with 'no pong'",
+)
 async def test_missing_pong_closes_the_connection(io_clock: trio.testing.MockClock) -> None:
     """A peer that never answers our pings is dropped after `ping_timeout`, and the pending
     request's error says there was no pong."""
@@ -321,6 +346,11 @@ async def test_answered_pings_keep_the_connection_alive(io_clock: trio.testing.M
     assert peer.pings() == 10
 
 
+@pytest.mark.fault(
+    "client: websocket close",
+    "the peer never answers our close frame (leaving the block)",
+    "leaving is bounded; nothing raised",
+)
 async def test_exit_is_bounded_when_the_peer_never_answers_the_close(
     io_clock: trio.testing.MockClock,
 ) -> None:
@@ -337,6 +367,11 @@ async def test_exit_is_bounded_when_the_peer_never_answers_the_close(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.fault(
+    "client: websocket close",
+    "the peer never answers our close frame (aclose)",
+    "aclose returns in bounded time",
+)
 async def test_aclose_is_bounded_when_the_peer_never_answers_the_close(
     io_clock: trio.testing.MockClock,
 ) -> None:
