@@ -101,6 +101,10 @@ class JobRunner:
         self.continuations = 0
         self._thread_generation: int | None = None
         self._acknowledged_on: int | None = None  # generation that acknowledged the turn
+        # Every turn the server acknowledged to this job (in this life or, from the journal,
+        # an earlier one): a turn on the thread that is not here was started by a turn/start
+        # whose answer we lost.
+        self._known_turns: set[str] = set(resume.known_turns) if resume else set()
         self._log = log.bind(job=spec.id, connection=actor.name)
 
     # -- records -----------------------------------------------------------------------
@@ -231,14 +235,15 @@ class JobRunner:
     async def _adopt_unacknowledged_turn(self, client: CodexClient) -> ChatContinuation | None:
         """turn/start was sent but its acknowledgement never recorded (a crash in between):
         if the thread has a turn we have not seen, it is ours: adopt it, do not re-send."""
-        assert self.thread_id is not None and self.resume is not None
+        assert self.thread_id is not None
         result = await client.request(
             "thread/read", {"threadId": self.thread_id, "includeTurns": True}
         )
         turns = ((result or {}).get("thread") or {}).get("turns") or []
         if turns and isinstance(turns[-1], dict):
             last = turns[-1].get("id")
-            if isinstance(last, str) and last not in self.resume.known_turns:
+            if isinstance(last, str) and last not in self._known_turns:
+                self._known_turns.add(last)
                 self.record("turn_adopted", turn_id=last)
                 self.current_turn = last
                 return ChatContinuation(thread_id=self.thread_id, turn_id=last)
@@ -277,6 +282,7 @@ class JobRunner:
                     )
                     self.event("turn_starting", turn_index=index)
                     self.current_turn = await stream.start()
+                    self._known_turns.add(self.current_turn)
                     self._acknowledged_on = generation
                     self.event("turn_acknowledged", turn_index=index, turn_id=self.current_turn)
                     self.record("turn_started", prompt=prompt)
@@ -314,6 +320,10 @@ class JobRunner:
             except CodexTransportError as exc:
                 if stream is not None and stream.turn_id is not None:
                     continuation = stream.continuation
+                elif stream is not None and continuation is None:
+                    # turn/start went out but its answer did not come back: a server that
+                    # survived the drop may be running the turn. Look before sending again.
+                    adopt = True
                 self._consume_retry(f"connection lost: {exc.message}")
             except CodexError as exc:
                 # The server refused (a JSON-RPC error), a request timed out, or the reader

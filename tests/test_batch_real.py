@@ -679,6 +679,11 @@ def assert_reported(
 @pytest.mark.parametrize(
     ("case", "tasks", "config", "expected"), INVALID, ids=[c[0] for c in INVALID]
 )
+@pytest.mark.fault(
+    "config",
+    "invalid task or config file given to `orchestrator run`",
+    "exit 2 before anything runs; every problem as file:line: key",
+)
 def test_invalid_input_runs_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -730,6 +735,12 @@ def test_validate_reports_every_problem_at_once(
 # --- 8. an app-server killed mid-turn -----------------------------------------------------
 
 
+@pytest.mark.fault(
+    "orchestrator",
+    "SIGKILL of one connection's real app-server mid-turn",
+    "the actor restarts it, the job recovers and completes; a job on the other connection never "
+    "notices",
+)
 async def test_killed_app_server_is_restarted_and_the_job_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -804,6 +815,12 @@ async def test_killed_app_server_is_restarted_and_the_job_completes(
 # --- 9. Ctrl-C ----------------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "orchestrator (real CLI)",
+    "SIGINT (Ctrl-C) to `orchestrator run` during a slow turn",
+    "the turn is interrupted, its job recorded cancelled with its steps, dependents not run, the "
+    "summary written, exit 1",
+)
 def test_sigint_stops_the_batch_gracefully(tmp_path: Path) -> None:
     """SIGINT to `python -m orchestrator run` interrupts the running turn, records the job
     cancelled with its steps, writes the summary and exits 1."""

@@ -75,6 +75,11 @@ async def kill_and_check_children_gone(daemon: DaemonProcess) -> None:
 # --- 1. the inbox -----------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "daemon",
+    "a task file with an unknown key dropped into the inbox among seven good ones",
+    "moved to rejected/ with a .error naming file:line: key; the seven jobs complete",
+)
 async def test_inbox_takes_valid_files_and_rejects_a_bad_one(tmp_path: Path) -> None:
     """Eight files dropped into a running daemon's inbox: seven jobs complete and their files
     move to accepted/, the bad file moves to rejected/ with a `.error` naming file:line: key."""
@@ -136,6 +141,13 @@ async def test_inbox_takes_valid_files_and_rejects_a_bad_one(tmp_path: Path) -> 
 # --- 2. kill -9 ---------------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "daemon",
+    "kill -9 of the daemon before a turn is acknowledged, mid-turn, and right after a result is "
+    "written",
+    "after each restart every job completes exactly once; a written result is never rerun; no "
+    "app-server outlives the daemon",
+)
 async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) -> None:
     """SIGKILL before a turn is acknowledged, mid-turn and after a result is written: after
     each restart every job completes exactly once, and a written result is never rerun.
@@ -239,6 +251,11 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     assert result_of(tmp_path, "b")["final_text"] == "SLOW: b done"
 
 
+@pytest.mark.fault(
+    "daemon",
+    "kill -9 of the daemon mid-turn on a websocket app-server that lives on",
+    "the next daemon resumes and reconciles the running turn: one turn_started, never sent again",
+)
 async def test_sigkill_mid_turn_on_a_websocket_resumes_the_turn(tmp_path: Path) -> None:
     """SIGKILL of the daemon mid-turn on a websocket app-server it does not own: the turn
     goes on without it, and the next daemon resumes and reconciles it instead of re-sending
@@ -283,6 +300,11 @@ async def test_sigkill_mid_turn_on_a_websocket_resumes_the_turn(tmp_path: Path) 
     assert [r["turn_id"] for r in kinds(records, "turn_completed")] == [started[0]["turn_id"]]
 
 
+@pytest.mark.fault(
+    "daemon",
+    "a crash between writing result.json and journaling it",
+    "the next daemon does not run the job again and closes its journal; status shows it completed",
+)
 async def test_result_written_but_not_journaled_is_closed_without_a_rerun(
     tmp_path: Path,
 ) -> None:
@@ -340,6 +362,12 @@ async def test_result_written_but_not_journaled_is_closed_without_a_rerun(
 # --- 3. SIGTERM ---------------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "daemon",
+    "SIGTERM during a slow turn",
+    "exits 0 within shutdown_grace + a few seconds, the turn interrupted; the next start completes "
+    "the job",
+)
 async def test_sigterm_mid_turn_exits_zero_and_the_next_start_finishes_the_job(
     tmp_path: Path,
 ) -> None:
@@ -490,6 +518,11 @@ async def test_cancel_a_running_job_and_status_throughout(tmp_path: Path) -> Non
 # --- 5. one daemon per state dir ----------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "daemon",
+    "a second daemon started on a state dir in use",
+    "it exits 1 naming the first one's pid; the first goes on",
+)
 async def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
     """A second daemon on a state dir in use exits 1 naming the first one's pid, and the
     first one goes on."""
@@ -514,6 +547,11 @@ async def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Pa
 # --- 6. duplicate ids ---------------------------------------------------------------------
 
 
+@pytest.mark.fault(
+    "daemon",
+    "a task file reusing a job id the daemon already accepted",
+    "rejected whole with an error naming the id at its line; the first job's records untouched",
+)
 async def test_a_later_file_reusing_a_job_id_is_rejected(tmp_path: Path) -> None:
     """A task file naming a job id the daemon already accepted is rejected whole, with an
     error naming the id, and the first job's records stay as they were."""

@@ -51,6 +51,12 @@ def drop(inbox: Path, name: str, text: str) -> None:
     os.replace(hidden, inbox / name)
 
 
+@pytest.mark.fault(
+    "daemon",
+    "SIGHUP with a connection added, then one removed, then an invalid config",
+    "connections start and stop, jobs go on; the invalid config is refused and the daemon keeps "
+    "running",
+)
 def test_sighup_adds_and_retires_connections(tmp_path: Path) -> None:
     """An added connection takes jobs after SIGHUP; a removed one stops; the daemon lives on."""
     header = (

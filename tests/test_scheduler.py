@@ -222,6 +222,11 @@ async def test_dependents_of_a_failed_job_are_not_run(tmp_path: Path, fleet: Fak
     ("policy", "status", "continuations"),
     [("continue", "completed", 3), ("cancel", "cancelled", 0), ("fail", "failed", 0)],
 )
+@pytest.mark.fault(
+    "orchestrator",
+    "a turn silent for longer than inactivity_timeout",
+    "continue: resumed until it completes; cancel / fail: interrupted, the job cancelled / failed",
+)
 async def test_inactivity_policies(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
@@ -247,6 +252,11 @@ async def test_inactivity_policies(
         assert fleet.servers["a"][0].method_counts["turn/interrupt"] == 1
 
 
+@pytest.mark.fault(
+    "orchestrator",
+    "a turn that stays silent through every continuation",
+    "cancelled after max_continuations",
+)
 async def test_continuations_are_bounded_then_cancelled(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, fleet: FakeFleet
 ) -> None:
@@ -279,6 +289,12 @@ async def test_approval_rules_are_applied_and_recorded(tmp_path: Path, fleet: Fa
     assert result(tmp_path, "no")["final_text"] == "command declined"
 
 
+@pytest.mark.fault(
+    "orchestrator",
+    "the app-server connection dies mid-turn and the new server does not know the turn",
+    "the actor reconnects, the thread is resumed, the lost turn sent again; the job completes with "
+    "2 attempts",
+)
 async def test_turn_lost_with_its_connection_is_run_again(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, fleet: FakeFleet
 ) -> None:
@@ -300,6 +316,11 @@ async def test_turn_lost_with_its_connection_is_run_again(
     assert fleet.servers["a"][1].method_counts["thread/resume"] == 1
 
 
+@pytest.mark.fault(
+    "orchestrator",
+    "the connection dies mid-turn with retries = 0",
+    "the job fails saying the connection was lost",
+)
 async def test_retries_are_bounded(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, fleet: FakeFleet
 ) -> None:
@@ -365,6 +386,11 @@ def test_progress_line_counts_jobs_by_state(tmp_path: Path) -> None:
     assert "continuations 0" in line
 
 
+@pytest.mark.fault(
+    "secrets",
+    "API keys and tokens in the orchestrator's environment",
+    "a stdio app-server inherits only the allowlist, env_passthrough and env: never the secrets",
+)
 def test_stdio_app_servers_get_only_the_allowed_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

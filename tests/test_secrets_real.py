@@ -21,6 +21,13 @@ pytestmark = pytest.mark.real_server
 COMMAND = '["codex", "app-server", "--disable", "unbounded_connection_retries"]'
 
 
+@pytest.mark.fault(
+    "secrets",
+    "a websocket token and an API key in the environment of a batch over stdio and a "
+    "token-protected websocket",
+    "neither appears in any file written or any output, nor in what `env` shows the model; dirs "
+    "0700, files 0600",
+)
 async def test_a_batch_writes_no_token_and_keeps_its_files_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

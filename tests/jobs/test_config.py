@@ -177,6 +177,11 @@ CONFIG_CASES: list[tuple[str, str, list[str]]] = [
 @pytest.mark.parametrize(
     ("text", "expected"), [pytest.param(t, e, id=i) for i, t, e in CONFIG_CASES]
 )
+@pytest.mark.fault(
+    "config",
+    "an invalid config file (each kind of mistake)",
+    "a ConfigError naming file:line: key path",
+)
 def test_invalid_config_files(write: WriteFile, text: str, expected: list[str]) -> None:
     """Each kind of mistake in a config file is named with file, line and key path."""
     name = write("c.toml", text)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,11 @@ def _loads_or_config_error(text: str | bytes) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
+@pytest.mark.fault(
+    "config",
+    "random text as a task or config file (hypothesis)",
+    "loaded, or a ConfigError whose every problem names file:line; never another exception",
+)
 def test_random_text(text: str) -> None:
     """Random text is either loaded or rejected with a ConfigError."""
     _loads_or_config_error(text)
@@ -108,6 +114,11 @@ def test_random_text(text: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
+@pytest.mark.fault(
+    "config",
+    "random bytes (not UTF-8, NULs) as a task or config file (hypothesis)",
+    "loaded, or a ConfigError whose every problem names file:line; never another exception",
+)
 def test_random_bytes(data: bytes) -> None:
     """Random bytes (not UTF-8, NULs ...) are either loaded or rejected with a ConfigError."""
     _loads_or_config_error(data)
@@ -115,6 +126,11 @@ def test_random_bytes(data: bytes) -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=25))
+@pytest.mark.fault(
+    "config",
+    'TOML-like lines in any order, incl. id = "../x" (hypothesis)',
+    "loaded, or a ConfigError whose every problem names file:line; never another exception",
+)
 def test_random_toml_fragments(lines: list[str]) -> None:
     """TOML-ish lines in any order are either loaded or rejected with a ConfigError."""
     _loads_or_config_error("\n".join(lines) + "\n")
@@ -124,6 +140,11 @@ def test_random_toml_fragments(lines: list[str]) -> None:
 @given(
     st.dictionaries(st.sampled_from([*sorted(JOB_KEYS), "junk"]), _values, max_size=6),
     st.dictionaries(st.sampled_from([*sorted(DEFAULTS_KEYS), "id"]), _values, max_size=3),
+)
+@pytest.mark.fault(
+    "config",
+    "any value of any type for any job or defaults key (hypothesis)",
+    "accepted, or a ConfigError whose every problem names file:line; never another exception",
 )
 def test_random_values_for_job_keys(job: dict[str, object], defaults: dict[str, object]) -> None:
     """Any value for any job or defaults key is either accepted or a ConfigError."""

@@ -243,6 +243,12 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
 
 
 @pytest.mark.parametrize(("files", "expected"), [pytest.param(f, e, id=i) for i, f, e in CASES])
+@pytest.mark.fault(
+    "config",
+    "an invalid task file (unknown keys, wrong types, duplicate ids, cycles, path traversal in a "
+    "job id ...)",
+    "a ConfigError naming file:line: key: what is wrong, before anything runs",
+)
 def test_invalid_task_files(write: WriteFile, files: dict[str, str], expected: list[str]) -> None:
     """Each kind of mistake is reported with its file, line and key path."""
     names = [write(name, text) for name, text in files.items()]
@@ -298,6 +304,11 @@ def test_many_problems_in_many_files_are_reported_at_once(write: WriteFile) -> N
     ]
 
 
+@pytest.mark.fault(
+    "config",
+    "a task file that is not UTF-8",
+    "a ConfigError naming the line of the bad byte",
+)
 def test_not_utf8(write: WriteFile, tmp_path: Path) -> None:
     """A file that is not UTF-8 is named with the line of the bad byte."""
     (tmp_path / "bad.toml").write_bytes(b'[[jobs]]\nid = "a"\nprompt = "caf\xe9"\n')
@@ -305,6 +316,11 @@ def test_not_utf8(write: WriteFile, tmp_path: Path) -> None:
         load_task_file("bad.toml")
 
 
+@pytest.mark.fault(
+    "config",
+    "a task file path that does not exist, or is a directory",
+    "a ConfigError per path, not an OSError",
+)
 def test_missing_file_and_directory(write: WriteFile, tmp_path: Path) -> None:
     """A path that does not exist, or is a directory, is reported, not raised as OSError."""
     (tmp_path / "adir").mkdir()
@@ -350,6 +366,11 @@ def test_the_file_is_named_as_given(write: WriteFile, tmp_path: Path) -> None:
     assert caught.value.problems[0].startswith(f"{absolute}:2: ")
 
 
+@pytest.mark.fault(
+    "config",
+    "an integer literal of 5,000 digits",
+    "a ConfigError, not tomllib's ValueError",
+)
 def test_huge_integer_literal_is_a_config_error(write: WriteFile) -> None:
     """tomllib's ValueError on 4300+ digit integers becomes a ConfigError."""
     name = write("t.toml", JOB + "retries = " + "9" * 5000 + "\n")
@@ -357,6 +378,11 @@ def test_huge_integer_literal_is_a_config_error(write: WriteFile) -> None:
         load_task_file(name)
 
 
+@pytest.mark.fault(
+    "config",
+    "arrays nested 5,000 deep",
+    "a ConfigError, not a RecursionError",
+)
 def test_deep_nesting_is_a_config_error(write: WriteFile) -> None:
     """Nesting deep enough to exhaust recursion becomes a ConfigError."""
     name = write("t.toml", JOB + "x = " + "[" * 5000 + "]" * 5000 + "\n")
