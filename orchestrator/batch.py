@@ -85,7 +85,9 @@ def _log_change(state: JobState) -> None:
         fields["connection"] = state.connection
     if state.runner is not None and state.runner.thread_id:
         fields["thread"] = state.runner.thread_id
-    log.info("job " + state.status, **fields)
+    # One line when a job starts and one when it ends; waiting is routine (debug).
+    emit = log.debug if state.status == "waiting" else log.info
+    emit("job " + state.status, **fields)
 
 
 async def run_batch(
@@ -108,6 +110,7 @@ async def run_batch(
             max_concurrent_jobs=config.max_concurrent_jobs,
             force=force,
             on_change=None if progress else _log_change,
+            durable=False,  # one sync at the end of the run (see Scheduler)
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, scheduler, nursery.cancel_scope)

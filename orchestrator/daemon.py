@@ -21,6 +21,7 @@ that exit when the daemon's pipes close, so none outlives it holding a thread's 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -40,7 +41,13 @@ from orchestrator.config import OrchestratorConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_file
 from orchestrator.scheduler import ActorPool, JobState, Scheduler
-from orchestrator.store.files import ensure_dir, read_json, utc_now, write_json_atomic
+from orchestrator.store.files import (
+    ensure_dir,
+    read_json,
+    refuse_link,
+    utc_now,
+    write_json_atomic,
+)
 from orchestrator.store.journal import JobProgress, Journals
 from orchestrator.store.layout import ResultsLayout, check_job_id
 
@@ -61,9 +68,9 @@ class DaemonError(Exception):
 @contextlib.contextmanager
 def daemon_lock(state_dir: Path) -> Iterator[None]:
     """Hold `<state_dir>/daemon.lock` for the daemon's life; refuse a second daemon."""
-    ensure_dir(state_dir)
-    path = state_dir / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    path = ensure_dir(state_dir) / "daemon.lock"
+    # Never through a link: a planted one would have us overwrite its target with our pid.
+    fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -84,7 +91,7 @@ def running_daemon_pid(state_dir: Path) -> int | None:
     path = state_dir / "daemon.lock"
     if not path.exists():
         return None
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open_nofollow(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -97,6 +104,15 @@ def running_daemon_pid(state_dir: Path) -> int | None:
         os.close(fd)
 
 
+def _open_nofollow(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+
+
 # -- inbox ----------------------------------------------------------------------------
 
 
@@ -105,8 +121,10 @@ class Inbox:
 
     def __init__(self, inbox_dir: Path) -> None:
         self.root = ensure_dir(inbox_dir)
-        self.accepted = ensure_dir(inbox_dir / "accepted")
-        self.rejected = ensure_dir(inbox_dir / "rejected")
+        # Below the inbox nothing is followed: a linked accepted/ or rejected/ would move task
+        # files (and write .error files) anywhere.
+        self.accepted = ensure_dir(refuse_link(self.root / "accepted"))
+        self.rejected = ensure_dir(refuse_link(self.root / "rejected"))
 
     def waiting(self) -> list[Path]:
         """Complete task files waiting, oldest first (dot-files are still being written)."""
@@ -134,7 +152,9 @@ class Inbox:
         error = target.with_suffix(".error")
         # The problems name the file where it was read; name it where it now is.
         lines = [problem.replace(str(path), str(target)) for problem in problems]
-        error.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fd = _open_nofollow(error, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
         os.chmod(error, 0o600)
         return target
 
@@ -155,7 +175,7 @@ class Daemon:
         self.journals = Journals(self.state_dir)
         self.layout = ResultsLayout(ensure_dir(config.results_dir))
         self.inbox = Inbox(config.inbox_dir)
-        self.control_dir = ensure_dir(self.state_dir / "control")
+        self.control_dir = ensure_dir(refuse_link(self.state_dir / "control"))
         self.started_at = utc_now()
         self.actors: list[ConnectionActor] = []
         self.scheduler: Scheduler | None = None
@@ -482,7 +502,7 @@ def _age(stamp: str | None) -> float | None:
 
 def request_cancel(config: OrchestratorConfig, job_id: str) -> Path:
     """Ask the running daemon to cancel a job (a request file in `<state_dir>/control/`)."""
-    control = ensure_dir(config.state_dir / "control")
+    control = ensure_dir(refuse_link(ensure_dir(config.state_dir) / "control"))
     path = control / f"cancel-{check_job_id(job_id)}.request"
     write_json_atomic(path, {"job_id": job_id, "requested_at": utc_now()})
     return path

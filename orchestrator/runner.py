@@ -286,7 +286,7 @@ class JobRunner:
                     self._acknowledged_on = generation
                     self.event("turn_acknowledged", turn_index=index, turn_id=self.current_turn)
                     self.record("turn_started", prompt=prompt)
-                    self._log.info("turn started", turn=self.current_turn)
+                    self._log.debug("turn started", turn=self.current_turn)
                 else:
                     stream = client.chat(
                         continuation=continuation, inactivity_timeout=self.spec.inactivity_timeout

@@ -663,6 +663,10 @@ def read_str_map(
     return tuple(sorted(pairs)) if ok else None
 
 
+# The longest file name (one path component) Linux file systems take, in bytes.
+NAME_MAX = 255
+
+
 def resolve_dir(
     value: object, base_dir: Path, where: Where, problems: Problems, *, must_exist: bool
 ) -> Path | None:
@@ -674,6 +678,14 @@ def resolve_dir(
         problems.add(where, "must not contain a NUL character")
         return None
     path = Path(os.path.abspath(base_dir / os.path.expanduser(text)))
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if too_long:
+        problems.add(
+            where,
+            f"has a name longer than {NAME_MAX} bytes, more than file systems allow "
+            f"({describe(too_long[0][:40] + '...')})",
+        )
+        return None
     if must_exist:
         try:
             exists, is_dir = path.exists(), path.is_dir()

@@ -100,10 +100,10 @@ async def test_an_unwritable_result_still_leaves_the_job_failed_in_the_summary(
     summary, the others complete."""
     real_write = orchestrator.scheduler.write_json_atomic
 
-    def write(path: Path, data: Any) -> None:
+    def write(path: Path, data: Any, **options: Any) -> None:
         if path.parent.name == "c":
             raise OSError(errno.EROFS, "Read-only file system")
-        real_write(path, data)
+        real_write(path, data, **options)
 
     monkeypatch.setattr(orchestrator.scheduler, "JsonlLog", DiskFullFor)
     monkeypatch.setattr(orchestrator.scheduler, "write_json_atomic", write)
@@ -111,4 +111,27 @@ async def test_an_unwritable_result_still_leaves_the_job_failed_in_the_summary(
     jobs = {job["job_id"]: job for job in summary["jobs"]}
     assert jobs["c"]["status"] == "failed"
     assert "No space left on device" in jobs["c"]["error"]
+    assert all(jobs[name]["status"] == "completed" for name in "abde")
+
+
+@pytest.mark.fault(
+    "orchestrator",
+    "results/<job> is a planted link to a directory holding a 'completed' result.json",
+    "the job is not taken as done: it runs, refuses to write through the link and fails "
+    "saying so; the planted directory is untouched",
+)
+async def test_a_linked_job_directory_does_not_make_a_job_look_done(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, fleet: FakeFleet
+) -> None:
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "result.json").write_text('{"status": "completed", "final_text": "fake"}')
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "c").symlink_to(planted)
+    summary = await run(tmp_path, jobs_from(tmp_path, JOBS), fleet.actors(["x"], 4))
+    jobs = {job["job_id"]: job for job in summary["jobs"]}
+    assert not jobs["c"]["reused"]
+    assert jobs["c"]["status"] == "failed"
+    assert "symbolic link" in jobs["c"]["error"]
+    assert sorted(p.name for p in planted.iterdir()) == ["result.json"]
     assert all(jobs[name]["status"] == "completed" for name in "abde")

@@ -495,10 +495,10 @@ async def test_500_jobs_with_connections_lost_mid_turn(
     writes: Counter[str] = Counter()  # result files written, by job
     real_write = orchestrator.store.files.write_json_atomic
 
-    def counting_write(path: Path, data: Any) -> None:
+    def counting_write(path: Path, data: Any, **options: Any) -> None:
         assert path.name == "result.json"
         writes[data["job_id"]] += 1
-        real_write(path, data)
+        real_write(path, data, **options)
 
     monkeypatch.setattr(orchestrator.scheduler, "write_json_atomic", counting_write)
     results = store_dir / "results"

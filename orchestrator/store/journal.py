@@ -16,7 +16,13 @@ from typing import Any
 
 import attrs
 
-from orchestrator.store.files import FILE_MODE, ensure_dir, read_json, utc_now, write_json_atomic
+from orchestrator.store.files import (
+    open_append_nofollow,
+    read_json,
+    record_dir,
+    utc_now,
+    write_json_atomic,
+)
 from orchestrator.store.layout import check_job_id
 
 JOURNAL_VERSION = 1
@@ -24,12 +30,15 @@ FINISHED = ("completed", "failed", "cancelled")
 
 
 class JobJournal:
-    """Appends transitions of one job; each record is on disk (fsync) before `append` returns."""
+    """Appends transitions of one job; each record is on disk (fsync) before `append` returns.
+
+    Never through a symbolic link (the journal or its directory): `UnsafePath` instead.
+    """
 
     def __init__(self, path: Path) -> None:
-        ensure_dir(path.parent)
+        record_dir(path.parent)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        self._fd = open_append_nofollow(path)
 
     def append(self, event: str, **fields: Any) -> None:
         """Record one transition durably."""
@@ -133,7 +142,11 @@ class Journals:
         return self.root / f"{check_job_id(job_id)}.jsonl"
 
     def open(self, job_id: str) -> JobJournal:
-        """Open a job's journal for appending."""
+        """Open a job's journal for appending.
+
+        Raises:
+            UnsafePath: the journal directory or the job's journal is a symbolic link.
+        """
         return JobJournal(self.path(job_id))
 
     def progress(self, job_id: str) -> JobProgress:

@@ -1,4 +1,9 @@
-"""Where each record lives under the results directory. Pure: paths only, no I/O."""
+"""Where each record lives under the results directory. Pure: paths only, no I/O.
+
+A job id names a directory, so it must be one safe path component: `../x`, `/x`, `a/b` or
+a name with a newline never reach the disk. (A symbolic link planted under the root is the
+writers' business: `store/files.py` refuses to write through one.)
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from pathlib import Path
 
 import attrs
 
-JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline.
+JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 
 
 class UnsafeJobId(ValueError):
