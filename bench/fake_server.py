@@ -10,7 +10,9 @@ item of 64 KiB to 4 MiB, and `thread/status/changed` plus `turn/completed` at th
 
 Two modes of turn: `stream` (default) sends one prepared turn of exactly `--notifications`
 notifications; `--trivial` answers every `turn/start` with a small complete turn (for latency
-over many turns).
+over many turns, and for many jobs). Every `thread/start` gets a thread id of its own (the
+first one is the prepared turn's), and a turn runs on the thread `turn/start` names, so that
+concurrent threads on one connection route apart.
 
 Transports: stdio (JSONL on stdin/stdout) by default; `--listen ws://127.0.0.1:PORT` serves a
 websocket instead (port 0 picks one) and prints `listening ws://HOST:PORT` on stdout first.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -92,12 +95,14 @@ def _note(method: str, params: dict[str, Any], seq: int) -> dict[str, Any]:
 ITEM_KINDS = ("agentMessage", "reasoning", "commandExecution")
 
 
-def stream_turn(args: argparse.Namespace, turn_id: str) -> Iterator[dict[str, Any]]:
+def stream_turn(
+    args: argparse.Namespace, turn_id: str, thread_id: str = THREAD_ID
+) -> Iterator[dict[str, Any]]:
     """The notifications of one prepared turn: exactly `args.notifications` of them."""
     rng = random.Random(args.seed)
     text = Text(rng)
     total = args.notifications
-    ids = {"threadId": THREAD_ID, "turnId": turn_id}
+    ids = {"threadId": thread_id, "turnId": turn_id}
     seq = 0
 
     def note(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +115,7 @@ def stream_turn(args: argparse.Namespace, turn_id: str) -> Iterator[dict[str, An
     opening = [
         note(
             "turn/started",
-            {"threadId": THREAD_ID, "turn": {"id": turn_id, "status": "inProgress", "items": []}},
+            {"threadId": thread_id, "turn": {"id": turn_id, "status": "inProgress", "items": []}},
         ),
         note(
             "item/started",
@@ -193,23 +198,23 @@ def stream_turn(args: argparse.Namespace, turn_id: str) -> Iterator[dict[str, An
     for _ in range(budget):
         # Fill a remainder too small for an item with more unrelated notifications.
         yield note("account/rateLimits/updated", {"rateLimits": _rate_limits()})
-    yield note("thread/status/changed", {"threadId": THREAD_ID, "status": {"type": "idle"}})
+    yield note("thread/status/changed", {"threadId": thread_id, "status": {"type": "idle"}})
     yield note(
         "turn/completed",
         {
-            "threadId": THREAD_ID,
+            "threadId": thread_id,
             "turn": {"id": turn_id, "status": "completed", "error": None, "items": []},
         },
     )
 
 
-def trivial_turn(turn_id: str, number: int) -> Iterator[dict[str, Any]]:
+def trivial_turn(turn_id: str, number: int, thread_id: str = THREAD_ID) -> Iterator[dict[str, Any]]:
     """A short complete turn: one agent message, usage, rate limits, completion."""
-    ids = {"threadId": THREAD_ID, "turnId": turn_id}
+    ids = {"threadId": thread_id, "turnId": turn_id}
     item_id = f"msg_{number:06d}"
     yield _note(
         "turn/started",
-        {"threadId": THREAD_ID, "turn": {"id": turn_id, "status": "inProgress", "items": []}},
+        {"threadId": thread_id, "turn": {"id": turn_id, "status": "inProgress", "items": []}},
         0,
     )
     yield _note(
@@ -222,11 +227,11 @@ def trivial_turn(turn_id: str, number: int) -> Iterator[dict[str, Any]]:
     yield _note("item/completed", {**ids, "item": message}, 3)
     yield _note("thread/tokenUsage/updated", {**ids, "tokenUsage": _usage(number)}, 4)
     yield _note("account/rateLimits/updated", {"rateLimits": _rate_limits()}, 5)
-    yield _note("thread/status/changed", {"threadId": THREAD_ID, "status": {"type": "idle"}}, 6)
+    yield _note("thread/status/changed", {"threadId": thread_id, "status": {"type": "idle"}}, 6)
     yield _note(
         "turn/completed",
         {
-            "threadId": THREAD_ID,
+            "threadId": thread_id,
             "turn": {"id": turn_id, "status": "completed", "error": None, "items": [message]},
         },
         7,
@@ -276,6 +281,7 @@ class Session:
         self.args = args
         self.prepared = prepared
         self.turns = 0
+        self.threads = 0
 
     def handle(self, message: dict[str, Any]) -> list[bytes]:
         """The chunks to write in answer to one client message (none for notifications)."""
@@ -283,10 +289,13 @@ class Session:
         msg_id = message.get("id")
         if method is None or msg_id is None:
             return []  # `initialized`, or a response to a server request
-        lines, tail = self._answer(method, msg_id)
+        params = message.get("params") or {}
+        lines, tail = self._answer(method, msg_id, params)
         return [*batches([self.prepared.frame(line) for line in lines]), *tail]
 
-    def _answer(self, method: str, msg_id: Any) -> tuple[list[bytes], list[bytes]]:
+    def _answer(
+        self, method: str, msg_id: Any, params: dict[str, Any]
+    ) -> tuple[list[bytes], list[bytes]]:
         stats = self.prepared.stats
         if method == "initialize":
             result = {
@@ -299,7 +308,14 @@ class Session:
             status = _note("remoteControl/status/changed", {"status": "disabled"}, 0)
             return [encode({"id": msg_id, "result": result}), encode(status)], []
         if method in ("thread/start", "thread/resume", "thread/read"):
-            thread = {"id": THREAD_ID, "status": {"type": "idle"}, "turns": [], "cwd": "/"}
+            if method == "thread/start":
+                # Every thread its own id (the first is THREAD_ID, the prepared turn's), so
+                # that concurrent threads on one connection route apart.
+                self.threads += 1
+                thread_id = f"{THREAD_ID[:-12]}{self.threads:012d}"
+            else:
+                thread_id = params.get("threadId") or THREAD_ID
+            thread = {"id": thread_id, "status": {"type": "idle"}, "turns": [], "cwd": "/"}
             out = [encode({"id": msg_id, "result": {"thread": thread, "bench": stats}})]
             if method == "thread/start":
                 out.append(encode(_note("thread/started", {"thread": thread}, 0)))
@@ -310,11 +326,12 @@ class Session:
             response = encode(
                 {"id": msg_id, "result": {"turn": {"id": turn_id, "status": "inProgress"}}}
             )
+            thread_id = params.get("threadId") or THREAD_ID
             if self.args.trivial:
-                return [response, *map(encode, trivial_turn(turn_id, self.turns))], []
+                return [response, *map(encode, trivial_turn(turn_id, self.turns, thread_id))], []
             if self.turns == 1:
                 return [response], self.prepared.chunks
-            return [response, *map(encode, stream_turn(self.args, turn_id))], []
+            return [response, *map(encode, stream_turn(self.args, turn_id, thread_id))], []
         error = {"code": -32600, "message": f"unknown variant `{method}`"}
         return [encode({"id": msg_id, "error": error})], []
 
@@ -328,7 +345,7 @@ class Prepared:
             self.chunks: list[bytes] = []
             self.stats = {"notifications": 8, "steps": 1, "bytes": 0}
             return
-        lines = [encode(note) for note in stream_turn(args, "turn-1")]
+        lines = prepared_lines(args)
         completed = sum(1 for line in lines if line.startswith(b'{"method":"item/completed"'))
         self.stats = {
             "notifications": len(lines),
@@ -337,6 +354,22 @@ class Prepared:
             "largest": max(len(line) for line in lines),
         }
         self.chunks = batches([frame(line) for line in lines])
+
+
+def prepared_lines(args: argparse.Namespace) -> list[bytes]:
+    """The stream turn's JSONL lines: read from `--turn-cache` when that file exists, else
+    encoded (and written there, atomically, for the next server with the same workload)."""
+    cache = args.turn_cache
+    if cache and os.path.exists(cache):
+        with open(cache, "rb") as cached:
+            return cached.read().splitlines(keepends=True)
+    lines = [encode(note) for note in stream_turn(args, "turn-1")]
+    if cache:
+        partial = f"{cache}.{os.getpid()}.tmp"
+        with open(partial, "wb") as out:
+            out.write(b"".join(lines))
+        os.replace(partial, cache)
+    return lines
 
 
 def serve_stdio(args: argparse.Namespace) -> None:
@@ -426,6 +459,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trivial", action="store_true", help="answer every turn/start small")
     parser.add_argument("--listen", default="stdio://", help="stdio:// or ws://HOST:PORT")
+    parser.add_argument(
+        "--turn-cache",
+        help="file holding the encoded stream turn: read if present, else written (for many "
+        "servers of one workload; the caller picks a fresh path per workload)",
+    )
     return parser.parse_args(argv)
 
 

@@ -9,6 +9,15 @@ Modes:
     limit-ws       the reference: a bare trio-websocket reader + `jsoncodec.loads`
     client-ws      `CodexClient.connect_websocket` + `chat_once` or `chat`
     trivial        `--turns` small turns on one connection and one thread; per-turn latency
+    many-limit     `--connections` bare stdio readers in one process, one turn each at once
+    many-client    `--connections` clients in one process, one turn each at once (`--api`)
+    idle           resident set per idle, initialized connection (`--connections` of them)
+    scheduler      `--jobs` trivial jobs through the scheduler, step logs and results on disk
+    scheduler-bare the same jobs as bare `chat_once` turns, same connections and concurrency
+    steplog        one turn through the job runner, step log written (`--log jsonl`) or not
+
+The modes from many-limit on live in bench/fleet.py, bench/overhead.py and bench/steplog.py;
+their docstrings say what each times.
 
 Every mode talks to `bench/fake_server.py` as its app-server (a child process; over websocket
 the child listens on 127.0.0.1 and port 0). The timed window opens just before `turn/start`
@@ -20,131 +29,45 @@ is why each measurement gets a process of its own.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
-from rss import peak_rss_kib  # bench/rss.py: bench/ is on sys.path when run as a script
+from bare import INIT_PARAMS, BareStdio, request_line  # bench/ is on sys.path when run as a script
+from common import TIMEOUT, Timer, server_argv
+from rss import peak_rss_kib
 
 # The same parser the client uses; this module imports nothing else from the project, so
 # that a reference's peak RSS does not include the client's modules.
-from orchestrator.protocol.jsoncodec import dumps, loads
+from orchestrator.protocol.jsoncodec import loads
 
 if TYPE_CHECKING:
     from orchestrator.client import CodexClient
 
-BENCH = Path(__file__).resolve().parent
-SERVER = BENCH / "fake_server.py"
-READ_CHUNK = 256 * 1024  # what the stdio transport reads at a time
 WS_MAX_MESSAGE = 64 * 1024 * 1024
 WS_RECEIVE_BUFFER = 256 * 1024  # what the websocket transport uses
 WS_QUEUE = 16
-TIMEOUT = 600.0
-
-
-def server_argv(workload: list[str]) -> list[str]:
-    """The fake app-server command for a workload."""
-    return [sys.executable, str(SERVER), *workload]
-
-
-class Timer:
-    """The timed window, with an optional cProfile of exactly that window."""
-
-    def __init__(self, profile_path: str | None) -> None:
-        self._profile = cProfile.Profile() if profile_path else None
-        self._path = profile_path
-        self.start = 0.0
-        self.elapsed = 0.0
-
-    def __enter__(self) -> Timer:
-        if self._profile is not None:
-            self._profile.enable()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.elapsed = time.perf_counter() - self.start
-        if self._profile is not None and self._path is not None:
-            self._profile.disable()
-            self._profile.dump_stats(self._path)
-
-
-def _request(msg_id: int, method: str, params: dict[str, Any] | None = None) -> bytes:
-    return dumps({"id": msg_id, "method": method, "params": params or {}}).encode()
-
-
-INIT_PARAMS = {"clientInfo": {"name": "bench_limit", "version": "0"}}
 
 
 # -- the references -------------------------------------------------------------------------
 
 
 async def limit_stdio(workload: list[str], timer: Timer) -> dict[str, Any]:
-    """Bare reader: read 256 KiB chunks, split lines, `loads` each; nothing else."""
-    process = await trio.lowlevel.open_process(
-        server_argv(workload), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert process.stdin is not None and process.stdout is not None
-    stdin, stdout = process.stdin, process.stdout
-    parts: list[bytes] = []
-
-    async def messages() -> list[Any]:
-        """The messages completed by the next chunk (possibly none)."""
-        nonlocal parts
-        chunk = cast(bytes, await stdout.receive_some(READ_CHUNK))  # trio's pipes give bytes
-        if not chunk:
-            raise RuntimeError("the fake server closed its stdout")
-        if b"\n" not in chunk:
-            parts.append(chunk)
-            return []
-        lines = chunk.split(b"\n")
-        if parts:
-            parts.append(lines[0])
-            lines[0] = b"".join(parts)
-        tail = lines.pop()
-        parts = [tail] if tail else []
-        return [loads(line) for line in lines if line]
-
-    async def response(msg_id: int) -> Any:
-        while True:
-            for message in await messages():
-                if message.get("id") == msg_id:
-                    return message["result"]
-
+    """Bare reader (bench/bare.py): read 256 KiB chunks, split lines, `loads` each."""
+    bare = await BareStdio.start(workload)
     try:
-        # Set-up messages come one exchange at a time: a chunk never holds two of them.
-        await stdin.send_all(_request(1, "initialize", INIT_PARAMS) + b"\n")
-        stats = (await response(1))["bench"]
-        await stdin.send_all(b'{"method":"initialized"}\n' + _request(2, "thread/start") + b"\n")
-        thread_id = (await response(2))["thread"]["id"]
+        stats = await bare.set_up()
         before = peak_rss_kib()
-        events = 0
         with timer:
-            await stdin.send_all(_request(3, "turn/start", {"threadId": thread_id}) + b"\n")
-            started = done = False
-            while not done:
-                for message in await messages():
-                    if "id" in message:
-                        started = started or message["id"] == 3
-                        continue
-                    if not started:
-                        continue  # a late set-up notification (thread/started)
-                    events += 1
-                    if message["method"] == "turn/completed":
-                        done = True
+            events = await bare.read_turn()
     finally:
-        await stdin.aclose()
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await bare.aclose()
     return _throughput(stats, events, None, timer, before)
 
 
@@ -168,15 +91,15 @@ async def limit_ws(workload: list[str], timer: Timer) -> dict[str, Any]:
                 if message.get("id") == msg_id:
                     return message["result"]
 
-        await ws.send_message(_request(1, "initialize", INIT_PARAMS).decode())
+        await ws.send_message(request_line(1, "initialize", INIT_PARAMS).decode())
         stats = (await response(1))["bench"]
         await ws.send_message('{"method":"initialized"}')
-        await ws.send_message(_request(2, "thread/start").decode())
+        await ws.send_message(request_line(2, "thread/start").decode())
         thread_id = (await response(2))["thread"]["id"]
         before = peak_rss_kib()
         events = 0
         with timer:
-            await ws.send_message(_request(3, "turn/start", {"threadId": thread_id}).decode())
+            await ws.send_message(request_line(3, "turn/start", {"threadId": thread_id}).decode())
             await response(3)
             while True:
                 message = loads(await ws.get_message())
@@ -287,6 +210,7 @@ def _throughput(
         "steps": steps,
         "bytes": stats["bytes"],
         "elapsed_s": timer.elapsed,
+        "cpu_s": timer.cpu,
         "events_per_s": events / timer.elapsed,
         "mib_per_s": stats["bytes"] / timer.elapsed / 2**20,
         "rss_before_kib": before,
@@ -329,6 +253,55 @@ class _ws_server:  # lower case: used like a function, `async with _ws_server(..
                 await process.stdout.aclose()
 
 
+MODES = [
+    "limit-stdio",
+    "client-stdio",
+    "limit-ws",
+    "client-ws",
+    "trivial",
+    "many-limit",
+    "many-client",
+    "idle",
+    "scheduler",
+    "scheduler-bare",
+    "steplog",
+]
+
+
+def _other_mode(
+    args: argparse.Namespace, workload: list[str], timer: Timer
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The modes of bench/fleet.py, bench/overhead.py and bench/steplog.py, imported only
+    when chosen (what a measurement imports is part of its RSS)."""
+    if args.mode in ("many-limit", "many-client", "idle"):
+        import fleet
+
+        if args.mode == "many-limit":
+            return partial(fleet.many_limit, workload, args.connections, timer)
+        if args.mode == "many-client":
+            return partial(fleet.many_client, workload, args.connections, args.api, timer)
+        return partial(fleet.idle, workload, args.connections)
+    if args.mode in ("scheduler", "scheduler-bare"):
+        import overhead
+
+        if args.mode == "scheduler-bare":
+            return partial(
+                overhead.scheduler_bare, workload, args.jobs, args.connections, args.threads, timer
+            )
+        return partial(
+            overhead.scheduler,
+            workload,
+            args.jobs,
+            args.connections,
+            args.threads,
+            timer,
+            args.results_in,
+        )
+    import steplog
+
+    return partial(steplog.steplog, workload, args.log, timer)
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Options before `--`; fake_server.py options after it."""
     if "--" in argv:
@@ -337,12 +310,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     else:
         own, workload = argv, []
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "mode", choices=["limit-stdio", "client-stdio", "limit-ws", "client-ws", "trivial"]
-    )
+    parser.add_argument("mode", choices=MODES)
     parser.add_argument("--api", choices=["chat_once", "chat"], default="chat_once")
     parser.add_argument("--turns", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=100, help="turns per latency window")
+    parser.add_argument("--connections", type=int, default=100, help="many-*, idle, scheduler*")
+    parser.add_argument("--jobs", type=int, default=1_000, help="scheduler*: jobs (turns)")
+    parser.add_argument("--threads", type=int, default=4, help="scheduler*: slots per connection")
+    parser.add_argument("--log", choices=["jsonl", "null"], default="jsonl", help="steplog")
+    parser.add_argument("--results-in", help="scheduler: results under this directory")
     parser.add_argument("--profile", help="write a cProfile of the timed window here")
     return parser.parse_args(own), workload
 
@@ -359,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         result = trio.run(client_stdio, workload, args.api, timer)
     elif args.mode == "client-ws":
         result = trio.run(client_ws, workload, args.api, timer)
-    else:
+    elif args.mode == "trivial":
         result = trio.run(trivial, workload, args.turns, args.window)
+    else:
+        result = trio.run(_other_mode(args, workload, timer))
     result["mode"] = args.mode
     print(json.dumps(result))
     return 0

@@ -1,5 +1,5 @@
-"""Peak resident set size of the running process; shared by the project's and the seed's
-measurements (no project imports: the seed's venv has no orchestrator)."""
+"""Resident set size of the running process, peak and current; shared by the project's and
+the seed's measurements (no project imports: the seed's venv has no orchestrator)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def peak_rss_kib() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def current_rss_kib() -> int:
+    """This process's resident set size now (VmRSS), in KiB; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -8,10 +8,11 @@ repeat runs every case once, in the same order, so that a noisy moment hits a wh
 rather than one case. A figure is a ratio against a reference measured in the same round; the
 report gives the median over rounds with min-max.
 
-`--quick` (1 round, 2,000 notifications, 200 turns, no seed, no profile) finishes in well
-under a minute and writes bench/RESULTS-quick.md (git-ignored): CI runs it to catch a
-benchmark that crashes, without asserting on time. The exit status is 1 when a measurement
-of the project's code failed, 0 otherwise (the seed failing is recorded, not fatal).
+`--quick` (1 round, 2,000 notifications, 200 turns, 10 connections, 100 jobs, 5,000 logged
+steps, no seed, no profile) finishes in under a minute and writes bench/RESULTS-quick.md
+(git-ignored): CI runs it to catch a benchmark that crashes, without asserting on time. The
+exit status is 1 when a measurement of the project's code failed, 0 otherwise (the seed
+failing is recorded, not fatal).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ SEED_PYTHON = SEED_VENV / "bin" / "python"
 SEED_REQUIREMENT = "codex-app-server-sdk==0.4.1"
 PROFILE_DIR = BENCH / ".profile"
 MIB = 1024  # the measurements report KiB
+JOB_CONNECTIONS = 4  # the overhead cases: connections x thread slots = concurrent jobs
+JOB_THREADS = 4
+# Where a results directory costs no disk flushes, if present. The measurement makes its
+# directory there with mkdtemp (0700, unpredictable name), hence the noqa.
+TMPFS = Path("/dev/shm")  # noqa: S108
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +60,10 @@ class Settings:
     turns: int
     window: int
     large_every: int
+    fleet: int  # connections in one process
+    fleet_notifications: int  # per connection
+    jobs: int
+    log_steps: int
     seed: bool
     profile: bool
     output: Path
@@ -69,6 +79,10 @@ class Settings:
                 turns=200,
                 window=20,
                 large_every=25,  # keep a few 64 KiB-4 MiB items in the small turn
+                fleet=10,
+                fleet_notifications=1_000,
+                jobs=100,
+                log_steps=5_000,
                 seed=False,
                 profile=False,
                 output=BENCH / "RESULTS-quick.md",
@@ -80,6 +94,10 @@ class Settings:
             turns=10_000,
             window=100,
             large_every=500,
+            fleet=100,
+            fleet_notifications=10_000,
+            jobs=1_000,
+            log_steps=100_000,
             seed=not args.no_seed,
             profile=not args.no_profile,
             output=BENCH / "RESULTS.md",
@@ -92,6 +110,26 @@ class Settings:
             str(self.notifications),
             "--large-every",
             str(self.large_every if large else 0),
+        ]
+
+    def fleet_workload(self) -> list[str]:
+        """Each connection's turn in the many-connections cases: the usual shape, shorter,
+        no large items (their transient copies are per connection, measured above)."""
+        return ["--notifications", str(self.fleet_notifications), "--large-every", "0"]
+
+    def steps_workload(self) -> list[str]:
+        """A turn of exactly `log_steps` completed items and nothing else between them:
+        the opening three notifications, then `item/started` + `item/completed` per step,
+        then the closing two."""
+        return [
+            "--notifications",
+            str(2 * self.log_steps + 5),
+            "--deltas-per-item",
+            "0",
+            "--unrelated-every",
+            "0",
+            "--large-every",
+            "0",
         ]
 
 
@@ -117,6 +155,11 @@ class Figure:
     target: str
     passes: Callable[[float], bool]
     unit: str = "x"
+    fmt: str = ""  # default: two decimals for a ratio, one otherwise
+
+    def format(self) -> str:
+        """How the value is shown."""
+        return self.fmt or ("{:.2f}" if self.unit == "x" else "{:.1f}")
 
 
 def measure(mode: str, *options: str, workload: Sequence[str] = ()) -> tuple[str, ...]:
@@ -159,6 +202,7 @@ def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
             measure("trivial", "--turns", str(settings.turns), "--window", str(settings.window)),
             f"{settings.turns:,} trivial turns, chat_once, one thread, one connection",
         ),
+        *scale_cases(settings),
     ]
     if seed_python is not None:
         cases += [
@@ -183,6 +227,63 @@ def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
             ),
         ]
     return cases
+
+
+def scale_cases(settings: Settings) -> list[Case]:
+    """Many connections, the orchestrator's overhead, and step logging."""
+    fleet = ("--connections", str(settings.fleet))
+    jobs = ("--jobs", str(settings.jobs), "--connections", str(JOB_CONNECTIONS))
+    jobs += ("--threads", str(JOB_THREADS))
+    shape = f"{JOB_CONNECTIONS} connections x {JOB_THREADS} threads"
+    cases = [
+        Case(
+            "many-limit",
+            measure("many-limit", *fleet, workload=settings.fleet_workload()),
+            f"{settings.fleet} bare readers in one process, one turn each at once",
+        ),
+        Case(
+            "many-chat",
+            measure("many-client", *fleet, "--api", "chat", workload=settings.fleet_workload()),
+            f"{settings.fleet} connect_stdio clients in one process, one chat turn each at once",
+        ),
+        Case(
+            "idle",
+            measure("idle", *fleet, workload=["--trivial"]),
+            f"{settings.fleet} initialized idle connections vs none",
+        ),
+        Case(
+            "jobs-bare",
+            measure("scheduler-bare", *jobs, workload=["--trivial"]),
+            f"{settings.jobs:,} trivial turns, one chat_once each, {shape}",
+        ),
+        Case(
+            "jobs-scheduler",
+            measure("scheduler", *jobs, workload=["--trivial"]),
+            f"the same {settings.jobs:,} jobs through the scheduler, results on disk, {shape}",
+        ),
+    ]
+    if TMPFS.is_dir():
+        cases.append(
+            Case(
+                "jobs-scheduler-tmpfs",
+                measure("scheduler", *jobs, "--results-in", str(TMPFS), workload=["--trivial"]),
+                f"the same, results on tmpfs ({TMPFS}): no disk flushes",
+            )
+        )
+    steps = settings.steps_workload()
+    return [
+        *cases,
+        Case(
+            "steplog-null",
+            measure("steplog", "--log", "null", workload=steps),
+            f"JobRunner, one turn of {settings.log_steps:,} steps, step log dropped",
+        ),
+        Case(
+            "steplog-jsonl",
+            measure("steplog", "--log", "jsonl", workload=steps),
+            f"JobRunner, one turn of {settings.log_steps:,} steps, steps.jsonl written",
+        ),
+    ]
 
 
 def build_figures(settings: Settings) -> list[Figure]:
@@ -230,6 +331,7 @@ def build_figures(settings: Settings) -> list[Figure]:
             "≤ 1.2x",
             lambda v: v <= 1.2,
         ),
+        *scale_figures(settings),
         Figure(
             f"peak RSS, chat_once, {n} notifications",
             "chat_once-stdio",
@@ -265,6 +367,76 @@ def build_figures(settings: Settings) -> list[Figure]:
             "(seed: about 220 MiB)",
             lambda v: True,
             unit=" MiB",
+        ),
+    ]
+
+
+def scale_figures(settings: Settings) -> list[Figure]:
+    """The figures of `scale_cases`."""
+    fleet = f"{settings.fleet} stdio connections in one process"
+    jobs = f"{settings.jobs:,} trivial jobs"
+    return [
+        Figure(
+            f"aggregate events/s, {fleet}, chat",
+            "many-chat",
+            "events_per_s",
+            None,
+            "≥ 60,000",
+            lambda v: v >= 60_000,
+            unit="",
+            fmt="{:,.0f}",
+        ),
+        Figure(
+            f"aggregate events/s, {fleet}, chat vs bare readers",
+            "many-chat",
+            "events_per_s",
+            "many-limit",
+            "(no target)",
+            lambda v: True,
+        ),
+        Figure(
+            f"peak RSS, {fleet}, chat",
+            "many-chat",
+            "peak_rss_mib",
+            None,
+            "≤ 200 MiB",
+            lambda v: v <= 200,
+            unit=" MiB",
+        ),
+        Figure(
+            f"idle connection cost (RSS with {settings.fleet} idle connections - none) / "
+            f"{settings.fleet}",
+            "idle",
+            "per_connection_kib",
+            None,
+            "≤ 32 KiB",
+            lambda v: v <= 32,
+            unit=" KiB",
+        ),
+        Figure(
+            f"wall time, {jobs} through the scheduler vs bare chat_once",
+            "jobs-scheduler",
+            "elapsed_s",
+            "jobs-bare",
+            "≤ 1.3x",
+            lambda v: v <= 1.3,
+        ),
+        Figure(
+            f"wall time, {jobs} through the scheduler, results on tmpfs, vs bare chat_once",
+            "jobs-scheduler-tmpfs",
+            "elapsed_s",
+            "jobs-bare",
+            "(no disk flushes)",
+            lambda v: True,
+        ),
+        Figure(
+            f"events/s, one turn of {settings.log_steps:,} steps through JobRunner, "
+            "step log written vs dropped",
+            "steplog-jsonl",
+            "events_per_s",
+            "steplog-null",
+            "≥ 0.7x",
+            lambda v: v >= 0.7,
         ),
     ]
 
@@ -315,6 +487,16 @@ def _brief(result: dict[str, Any]) -> str:
         return (
             f"{result['events_per_s']:,.0f} events/s in {result['elapsed_s']:.2f} s, "
             f"peak RSS {result['peak_rss_mib']:.1f} MiB"
+        )
+    if "jobs_per_s" in result:
+        return (
+            f"{result['jobs']:,} jobs in {result['elapsed_s']:.2f} s "
+            f"({result['ms_per_job']:.2f} ms each), peak RSS {result['peak_rss_mib']:.1f} MiB"
+        )
+    if "per_connection_kib" in result:
+        return (
+            f"{result['per_connection_kib']:.1f} KiB per idle connection "
+            f"({result['rss_none_kib'] / MIB:.1f} -> {result['rss_idle_kib'] / MIB:.1f} MiB)"
         )
     return f"turn {result['early_ms']:.3f} ms -> {result['late_ms']:.3f} ms"
 
@@ -667,8 +849,7 @@ def write_report(
         if spread is None:
             shown, verdict = "not measured", ""
         else:
-            fmt = "{:.2f}" if figure.unit == "x" else "{:.1f}"
-            shown = spread.show(fmt, figure.unit)
+            shown = spread.show(figure.format(), figure.unit)
             verdict = (
                 ""
                 if figure.target.startswith("(") or settings.quick
@@ -686,8 +867,8 @@ def write_report(
     for case in cases:
         runs = results[case.name]
         failures = [r["error"] for r in runs if "error" in r]
-        if case.name == "trivial":
-            continue
+        if case.name in ("trivial", "idle"):
+            continue  # described below the table
         cells = [
             _cell(values(runs, "events_per_s"), "{:,.0f}"),
             _cell(values(runs, "elapsed_s"), "{:.2f}"),
@@ -711,6 +892,7 @@ def write_report(
             f"{_cell(values(trivial, 'peak_rss_mib'), '{:.1f}')} MiB. Client state after "
             f"the last turn: `{json.dumps(last['client_state'])}`.",
         ]
+    out += scale_paragraphs(settings, results)
     failed = [r["error"] for runs in results.values() for r in runs if "error" in r]
     if failed:
         extra_notes = [*extra_notes, f"{len(failed)} measurement(s) failed; see the table."]
@@ -737,6 +919,13 @@ def write_report(
         "the first larger line. The server encodes the whole turn before it answers "
         "`initialize` and writes it in 1 MiB batches, so it is never the bottleneck.",
         "",
+        f"Many connections: each of the {settings.fleet} servers streams "
+        f"`{' '.join(settings.fleet_workload())}`, the same shape without large items. "
+        "Jobs and idle connections: `--trivial`, every turn a `turn/started`, one agent message "
+        "(started, one delta, completed), usage, rate limits, `turn/completed`. Step log: "
+        f"`{' '.join(settings.steps_workload())}`, exactly {settings.log_steps:,} completed "
+        "items of 480 characters and their `item/started`, nothing else.",
+        "",
         "## Machine and versions",
         "",
         *machine(),
@@ -750,6 +939,63 @@ def write_report(
         out += profile_section(profiles, results)
     settings.output.write_text("\n".join(out) + "\n")
     return summary
+
+
+def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What the table does not show of the many-connection, job and step-log cases."""
+
+    def cell(case: str, key: str, fmt: str, scale: float = 1.0) -> str:
+        return _cell([v * scale for v in values(results.get(case, []), key)], fmt)
+
+    out = []
+    if values(results.get("idle", []), "per_connection_kib"):
+        out += [
+            "",
+            f"Idle connections: resident set {cell('idle', 'rss_none_kib', '{:.1f}', 1 / MIB)}"
+            f" MiB with none (one connection opened and closed before, to pay one-time costs),"
+            f" {cell('idle', 'rss_idle_kib', '{:.1f}', 1 / MIB)} MiB with {settings.fleet} "
+            "initialized idle ones: "
+            f"{cell('idle', 'per_connection_kib', '{:.1f}')} KiB each. The pipes and the "
+            "app-servers' own memory are outside this process.",
+        ]
+    if values(results.get("many-chat", []), "elapsed_s"):
+        out += [
+            "",
+            f"Many connections ({settings.fleet} x {settings.fleet_notifications:,} "
+            "notifications): the clients read "
+            f"{cell('many-chat', 'events_per_s', '{:,.0f}')} events/s in "
+            f"{cell('many-chat', 'elapsed_s', '{:.2f}')} s using "
+            f"{cell('many-chat', 'cpu_s', '{:.2f}')} s of CPU; the bare readers "
+            f"{cell('many-limit', 'events_per_s', '{:,.0f}')} events/s in "
+            f"{cell('many-limit', 'elapsed_s', '{:.2f}')} s using "
+            f"{cell('many-limit', 'cpu_s', '{:.2f}')} s of CPU.",
+        ]
+    if values(results.get("jobs-scheduler", []), "elapsed_s"):
+        out += [
+            "",
+            f"Jobs ({settings.jobs:,} one-turn jobs, {JOB_CONNECTIONS} connections x "
+            f"{JOB_THREADS} threads): bare `chat_once` {cell('jobs-bare', 'ms_per_job', '{:.2f}')}"
+            f" ms per job of wall time ({cell('jobs-bare', 'cpu_s', '{:.2f}')} s of CPU in all); "
+            f"the scheduler {cell('jobs-scheduler', 'ms_per_job', '{:.2f}')} ms "
+            f"({cell('jobs-scheduler', 'cpu_s', '{:.2f}')} s of CPU), with results on tmpfs "
+            f"{cell('jobs-scheduler-tmpfs', 'ms_per_job', '{:.2f}')} ms "
+            f"({cell('jobs-scheduler-tmpfs', 'cpu_s', '{:.2f}')} s of CPU). Per job the "
+            "scheduler writes `steps.jsonl` (fsync on close) and `result.json` (fsync of the "
+            "file and of its directory), on the event loop's thread.",
+        ]
+    if values(results.get("steplog-jsonl", []), "elapsed_s"):
+        out += [
+            "",
+            f"Step log ({settings.log_steps:,} steps): dropped, "
+            f"{cell('steplog-null', 'steps_per_s', '{:,.0f}')} steps/s "
+            f"({cell('steplog-null', 'cpu_s', '{:.2f}')} s of CPU); written, "
+            f"{cell('steplog-jsonl', 'steps_per_s', '{:,.0f}')} steps/s "
+            f"({cell('steplog-jsonl', 'cpu_s', '{:.2f}')} s of CPU), "
+            f"{cell('steplog-jsonl', 'log_bytes', '{:.1f}', 1 / 2**20)} MiB of `steps.jsonl`, "
+            f"whose closing fsync took {cell('steplog-jsonl', 'close_s', '{:.3f}')} s "
+            "(after the timed window).",
+        ]
+    return out
 
 
 def _cell(sample: list[float], fmt: str) -> str:

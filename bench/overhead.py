@@ -1,0 +1,144 @@
+"""The orchestrator's overhead: the same trivial jobs through the scheduler and through the
+bare client.
+
+`scheduler`: `--jobs` one-turn jobs, loaded from a task file, run by `Scheduler` over
+`--connections` `ConnectionActor`s of `--threads` thread slots each, with
+`max_concurrent_jobs` = connections x threads, as `orchestrator run` does: a step log and a
+`result.json` per job and `summary.json` in a temporary results directory, a JSON log line
+per job state change on stderr.
+`scheduler-bare`: the same job specs on the same number of stdio connections to the same fake
+server, `--threads` tasks per connection, each taking the next job and running it with one
+`chat_once` (which starts the job's thread with the job's options, as the runner does), and
+nothing else: no files, no log.
+
+The timed window of both opens once every connection is up (initialized) and closes when the
+last job has ended (for the scheduler: when `summary.json` is written). Loading the task file
+and starting the app-servers are outside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from common import TIMEOUT, Timer, server_argv
+from orchestration import PROMPT, connection_spec, log_like_the_cli, make_jobs
+from rss import peak_rss_kib
+
+if TYPE_CHECKING:
+    from orchestrator.client import CodexClient
+    from orchestrator.jobs.model import JobSpec
+
+ANSWER = f"ECHO: {PROMPT}"
+
+
+async def scheduler(
+    workload: list[str],
+    jobs: int,
+    connections: int,
+    threads: int,
+    timer: Timer,
+    results_in: str | None = None,
+) -> dict[str, Any]:
+    """The jobs through `Scheduler`, with its records under `results_in` (default: the
+    system's temporary directory)."""
+    from orchestrator.actor import ConnectionActor
+    from orchestrator.batch import _log_change  # what run_batch reports changes with
+    from orchestrator.scheduler import ActorPool, Scheduler
+    from orchestrator.store.files import ensure_dir
+    from orchestrator.store.layout import ResultsLayout
+
+    log_like_the_cli()
+    with tempfile.TemporaryDirectory(prefix="bench-scheduler-", dir=results_in) as tmp:
+        specs = make_jobs(Path(tmp), jobs)
+        layout = ResultsLayout(ensure_dir(Path(tmp) / "results"))
+        actors = [
+            ConnectionActor(connection_spec(f"fake-{n}", workload, threads))
+            for n in range(connections)
+        ]
+        run = Scheduler(
+            specs,
+            ActorPool(actors),
+            layout,
+            max_concurrent_jobs=connections * threads,
+            force=True,
+            on_change=_log_change,
+            durable=False,  # as run_batch: one sync at the end
+        )
+        # What run_batch does, minus signal handling, with the clock started once every
+        # connection is up.
+        async with trio.open_nursery() as nursery:
+            for actor in actors:
+                await nursery.start(actor.run)
+            if any(actor.state != "up" for actor in actors):
+                raise RuntimeError("a connection did not come up")
+            before = peak_rss_kib()
+            with timer:
+                summary = await run.run()
+            nursery.cancel_scope.cancel()
+        totals = summary["totals"]
+        if totals["completed"] != jobs:
+            raise RuntimeError(f"{totals['completed']} of {jobs} jobs completed: {totals}")
+    return _timing(jobs, connections, threads, timer, before)
+
+
+async def scheduler_bare(
+    workload: list[str], jobs: int, connections: int, threads: int, timer: Timer
+) -> dict[str, Any]:
+    """The same job specs, one `chat_once` each, on bare clients."""
+    from orchestrator.client import CodexClient
+
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
+        specs = make_jobs(Path(tmp), jobs)
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(connections):
+            client = await stack.enter_async_context(
+                CodexClient.connect_stdio(server_argv(workload), request_timeout=TIMEOUT)
+            )
+            await client.initialize()
+            clients.append(client)
+        queue = iter(specs)
+        done = itertools.count()
+        before = peak_rss_kib()
+        with timer:
+            async with trio.open_nursery() as nursery:
+                for client in clients:
+                    for _ in range(threads):
+                        nursery.start_soon(_work, client, queue, done)
+        completed = next(done)
+    if completed != jobs:
+        raise RuntimeError(f"{completed} of {jobs} turns completed")
+    return _timing(jobs, connections, threads, timer, before)
+
+
+async def _work(client: CodexClient, queue: Iterator[JobSpec], done: Iterator[int]) -> None:
+    """Take the next job until there is none; one thread and one turn each."""
+    for spec in queue:
+        result = await client.chat_once(
+            spec.prompt,
+            thread_options=spec.thread_options(),
+            inactivity_timeout=spec.inactivity_timeout,
+        )
+        if result.status != "completed" or result.final_text != ANSWER:
+            raise RuntimeError(f"job {spec.id} ended {result.status}: {result.final_text!r}")
+        next(done)
+
+
+def _timing(jobs: int, connections: int, threads: int, timer: Timer, before: int) -> dict[str, Any]:
+    return {
+        "jobs": jobs,
+        "connections": connections,
+        "threads": threads,
+        "elapsed_s": timer.elapsed,
+        "cpu_s": timer.cpu,
+        "jobs_per_s": jobs / timer.elapsed,
+        "ms_per_job": timer.elapsed / jobs * 1000,
+        "rss_before_kib": before,
+        "peak_rss_kib": peak_rss_kib(),
+    }
