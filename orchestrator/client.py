@@ -21,10 +21,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import structlog
 import trio
 
-from orchestrator import __version__
+from orchestrator import __version__, lazylog
 from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import (
     THREAD_BUSY_MESSAGE,
@@ -59,7 +58,6 @@ from orchestrator.protocol.turn import (
 )
 from orchestrator.transport.base import MessageTransport
 from orchestrator.transport.stdio import open_stdio_transport
-from orchestrator.transport.websocket import open_websocket_transport
 
 __all__ = [
     "ApprovalHandler",
@@ -83,7 +81,7 @@ __all__ = [
     "TurnStream",
 ]
 
-log = structlog.get_logger("orchestrator.client")
+log = lazylog.get_logger("orchestrator.client")
 
 ApprovalHandler = Callable[[ServerRequest], Awaitable[Mapping[str, Any] | None]]
 
@@ -103,6 +101,8 @@ COMPLETION_CHECK_TIMEOUT = 30.0
 # this cheap request: no answer within the probe timeout closes the connection.
 LIVENESS_PROBE = "thread/loaded/list"
 DEFAULT_HANG_PROBE_TIMEOUT = 10.0
+# What a message of an unexpected shape can raise while it is routed.
+_UNEXPECTED_SHAPE = (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError)
 
 
 @attrs.define
@@ -221,6 +221,9 @@ class CodexClient:
         """Connect to a websocket app-server (default `CODEX_APP_SERVER_WS_URL` or
         ws://127.0.0.1:8765) with `Authorization: Bearer <token>` (default
         `CODEX_APP_SERVER_TOKEN`)."""
+        # Imported here: trio-websocket costs about 3 MiB that stdio users need not pay.
+        from orchestrator.transport.websocket import open_websocket_transport
+
         async with (
             open_websocket_transport(
                 url,
@@ -252,17 +255,31 @@ class CodexClient:
 
     async def _read_loop(self) -> None:
         error: CodexTransportError | None = None
+        # Looked up once: over a websocket a batch is often a single message.
+        receive_batch = self.transport.receive_batch
+        without_activity = self.router.without_activity
+        dispatch = self._dispatch
         try:
             while True:
                 try:
-                    text = await self.transport.receive()
+                    batch = await receive_batch()
                 except trio.EndOfChannel:
                     error = await self.transport.closed_error()
                     break
                 except CodexTransportError as exc:
                     error = exc
                     break
-                self._dispatch(text)
+                # One clock reading per batch: its messages arrived together.
+                now = trio.current_time()
+                # Streaming deltas of known turns are taken by the router unparsed.
+                for text in without_activity(batch, now=now):
+                    try:
+                        dispatch(text, now)
+                    except _UNEXPECTED_SHAPE as exc:
+                        # A message of a shape nothing expected (an array where a string
+                        # goes, nesting too deep ...): one bad message never ends the reader.
+                        self.bad_messages += 1
+                        log.warning("ignored a message the client could not use", error=repr(exc))
         finally:
             if error is None:
                 error = CodexTransportError(f"{self.transport.description}: reader stopped")
@@ -281,29 +298,35 @@ class CodexClient:
                 await self.transport.aclose()
                 return
 
-    def _dispatch(self, text: str) -> None:
-        """Handle one incoming message. Runs on the reader task: must never block."""
-        now = trio.current_time()
+    def _dispatch(self, text: str | bytes, now: float) -> None:
+        """Handle one incoming message, received at `now`. Runs on the reader task: must
+        never block."""
         try:
             obj = jsoncodec.loads(text)
-            if isinstance(obj, dict) and self.router.note_activity(obj, now=now):
-                return  # a delta of a known turn: nothing more to do
-            message = jsonrpc.decode_parsed(obj, text)
         except ValueError:
-            message = None
-        except jsonrpc.BadMessage as exc:
-            self.bad_messages += 1
-            log.warning("ignored a malformed message from the app-server", reason=str(exc))
-            return
-        if message is None:
             self.bad_messages += 1
             log.warning("ignored a message from the app-server that is not JSON")
             return
-        if isinstance(message, jsonrpc.Notification):
-            tracker = self.router.route(message, now=now)
-            if tracker is not None:
-                self._wake(tracker)
-        elif isinstance(message, jsonrpc.Request):
+        if isinstance(obj, dict):
+            if self.router.note_activity(obj, now=now):
+                return  # a delta of a known turn: nothing more to do
+            notification = jsonrpc.notification_parts(obj)
+            if notification is not None:
+                method, params = notification
+                tracker = self.router.route(method, params, obj, now=now)
+                if tracker is not None:
+                    self._wake(tracker)
+                return
+        try:
+            message = jsonrpc.decode_parsed(obj, text)
+        except jsonrpc.BadMessage as exc:
+            self.bad_messages += 1
+            log.warning("ignored a malformed message from the app-server", reason=str(exc))
+            self._refuse_malformed_request(obj, str(exc))
+            return
+        # `notification_parts` took every notification above.
+        assert not isinstance(message, jsonrpc.Notification)
+        if isinstance(message, jsonrpc.Request):
             self._receive_server_request(message)
         else:
             call = self._pending.get(message.id) if message.id is not None else None
@@ -313,9 +336,28 @@ class CodexClient:
             call.response = message
             call.done.set()
 
+    def _refuse_malformed_request(self, obj: Any, reason: str) -> None:
+        """A server request we cannot use (its params are not an object ...) still gets an
+        answer, an error: never leave the server waiting on us."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("method"), str):
+            return
+        msg_id = obj.get("id")
+        if isinstance(msg_id, bool) or not isinstance(msg_id, int | str):
+            return
+        text = jsonrpc.encode_error(
+            msg_id, jsonrpc.INVALID_REQUEST, f"malformed request: {reason:.200}"
+        )
+        try:
+            self._outgoing_send.send_nowait(text)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            # The write queue is full or closed: the connection is in trouble anyway.
+            log.warning("could not refuse a malformed request", id=msg_id)
+
     def _wake(self, tracker: TurnTracker) -> None:
         lot = self._lots.get(tracker.turn_id)
-        if lot is not None:
+        # Most wakes find nobody parked (the reader was woken by an earlier item of the same
+        # batch, or is busy): skip unpark_all, which costs even then.
+        if lot is not None and len(lot):
             lot.unpark_all()
 
     def _fail_everything(self, error: CodexTransportError) -> None:
@@ -401,7 +443,7 @@ class CodexClient:
                 return response.result
             if response.code == jsonrpc.SERVER_OVERLOADED:
                 if attempt < self.overload_retries:
-                    delay = min(OVERLOAD_MAX_DELAY, OVERLOAD_BASE_DELAY * 2**attempt)
+                    delay = min(OVERLOAD_MAX_DELAY, OVERLOAD_BASE_DELAY * 2 ** min(attempt, 32))
                     delay *= random.uniform(0.5, 1.5)  # jitter: don't come back in lockstep
                     log.info("app-server overloaded; retrying", method=method, delay=delay)
                     await trio.sleep(delay)

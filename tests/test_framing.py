@@ -13,31 +13,31 @@ def test_partial_lines_are_kept_until_complete() -> None:
     framer = LineFramer()
     assert framer.feed(b'{"a":') == []
     assert framer.feed(b" 1}") == []
-    assert framer.feed(b'\n{"b"') == ['{"a": 1}']
-    assert framer.feed(b": 2}\n") == ['{"b": 2}']
+    assert framer.feed(b'\n{"b"') == [b'{"a": 1}']
+    assert framer.feed(b": 2}\n") == [b'{"b": 2}']
     assert framer.pending_bytes == 0
 
 
 def test_many_lines_in_one_chunk_crlf_and_blank_lines() -> None:
     """Several lines per chunk, CRLF endings and blank lines are handled."""
     framer = LineFramer()
-    assert framer.feed(b"one\r\n\n  \ntwo\nthr") == ["one", "two"]
-    assert framer.eof() == "thr"
+    assert framer.feed(b"one\r\n\n  \ntwo\nthr") == [b"one", b"two"]
+    assert framer.eof() == b"thr"
 
 
 def test_multibyte_character_split_across_chunks() -> None:
-    """A UTF-8 character cut between two reads is decoded correctly."""
+    """A UTF-8 character cut between two reads comes out whole."""
     data = '{"t":"héllo ✓"}\n'.encode()
     framer = LineFramer()
     cut = data.index("✓".encode()) + 1
     assert framer.feed(data[:cut]) == []
-    assert framer.feed(data[cut:]) == ['{"t":"héllo ✓"}']
+    assert framer.feed(data[cut:]) == ['{"t":"héllo ✓"}'.encode()]
 
 
 def test_line_at_the_limit_passes_and_over_it_fails() -> None:
     """A message of exactly the limit is accepted; one byte more is refused."""
     framer = LineFramer(max_message_bytes=10)
-    assert framer.feed(b"x" * 10 + b"\n") == ["x" * 10]
+    assert framer.feed(b"x" * 10 + b"\n") == [b"x" * 10]
     with pytest.raises(MessageTooLarge):
         LineFramer(max_message_bytes=10).feed(b"x" * 11 + b"\n")
 

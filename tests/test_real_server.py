@@ -327,8 +327,10 @@ async def test_completion_gap_checks_leave_a_quiet_running_turn_alone(
         read_turn = client.read_turn
         answers: list[Any] = []
 
-        async def counting_read_turn(thread_id: str, turn_id: str) -> dict[str, Any] | None:
-            turn = await read_turn(thread_id, turn_id)
+        async def counting_read_turn(
+            thread_id: str, turn_id: str, **options: Any
+        ) -> dict[str, Any] | None:
+            turn = await read_turn(thread_id, turn_id, **options)
             answers.append(turn.get("status") if turn else None)
             return turn
 

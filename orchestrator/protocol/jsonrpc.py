@@ -23,12 +23,14 @@ METHOD_NOT_FOUND = -32601
 INTERNAL_ERROR = -32603
 SERVER_OVERLOADED = -32001
 
+EXCERPT_CHARS = 200  # how much of a bad message errors and logs quote
+
 
 class BadMessage(Exception):
     """A message that is not JSON-RPC we can use. `text` is a bounded excerpt of it."""
 
-    def __init__(self, reason: str, text: str) -> None:
-        excerpt = text if len(text) <= 200 else text[:200] + f"... ({len(text)} chars)"
+    def __init__(self, reason: str, text: str | bytes) -> None:
+        excerpt = _excerpt(text)
         super().__init__(f"{reason}: {excerpt!r}")
         self.reason = reason
         self.text = excerpt
@@ -98,10 +100,10 @@ def decode(text: str | bytes) -> Message:
     try:
         obj = jsoncodec.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadMessage(f"not JSON ({exc})", _as_str(text)) from None
+        raise BadMessage(f"not JSON ({exc})", text) from None
     if not isinstance(obj, dict):
         kind = "a batch (array)" if isinstance(obj, list) else type(obj).__name__
-        raise BadMessage(f"not a JSON object but {kind}", _as_str(text))
+        raise BadMessage(f"not a JSON object but {kind}", text)
     return decode_object(obj, text)
 
 
@@ -109,8 +111,24 @@ def decode_parsed(obj: Any, text: str | bytes) -> Message:
     """Classify an already parsed JSON value (`text` is quoted in errors)."""
     if not isinstance(obj, dict):
         kind = "a batch (array)" if isinstance(obj, list) else type(obj).__name__
-        raise BadMessage(f"not a JSON object but {kind}", _as_str(text))
+        raise BadMessage(f"not a JSON object but {kind}", text)
     return decode_object(obj, text)
+
+
+def notification_parts(obj: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """`(method, params)` of a well-formed notification, else None (`decode_object` then
+    tells what it is, or why it is bad).
+
+    The reader's path for notifications, most of what the server sends: it builds nothing,
+    where `decode_object` builds a `Notification`. Same rules: params absent or null are {}.
+    """
+    method = obj.get("method")
+    if not isinstance(method, str) or "id" in obj:
+        return None
+    params = obj.get("params")
+    if params is None:
+        return method, {}
+    return (method, params) if isinstance(params, dict) else None
 
 
 def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
@@ -119,24 +137,24 @@ def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
     has_id = "id" in obj
     if method is not None:
         if not isinstance(method, str):
-            raise BadMessage("'method' is not a string", _as_str(text) or repr(obj))
+            raise BadMessage("'method' is not a string", text or repr(obj))
         params = obj.get("params")
         if params is None:
             params = {}
         elif not isinstance(params, dict):
-            raise BadMessage(f"{method}: 'params' is not an object", _as_str(text) or repr(obj))
+            raise BadMessage(f"{method}: 'params' is not an object", text or repr(obj))
         if has_id:
             if not _valid_id(obj["id"]):
-                raise BadMessage(f"{method}: bad request id", _as_str(text) or repr(obj))
+                raise BadMessage(f"{method}: bad request id", text or repr(obj))
             return Request(obj["id"], method, params)
         return Notification(method, params, obj)
     if not has_id:
-        raise BadMessage("neither a request, a notification nor a response", _as_str(text))
+        raise BadMessage("neither a request, a notification nor a response", text)
     msg_id = obj["id"]
     if "error" in obj:
         error = obj["error"]
         if not isinstance(error, dict):
-            raise BadMessage("'error' is not an object", _as_str(text) or repr(obj))
+            raise BadMessage("'error' is not an object", text or repr(obj))
         code = error.get("code")
         return ErrorResponse(
             msg_id if _valid_id(msg_id) else None,
@@ -146,11 +164,17 @@ def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
         )
     if "result" in obj and _valid_id(msg_id):
         return Response(msg_id, obj["result"])
-    raise BadMessage("response without a usable id or result", _as_str(text) or repr(obj))
+    raise BadMessage("response without a usable id or result", text or repr(obj))
 
 
-def _as_str(text: str | bytes) -> str:
-    return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+def _excerpt(text: str | bytes) -> str:
+    """The start of a bad message, for errors and logs (a huge garbage line is never
+    decoded whole)."""
+    unit = "bytes" if isinstance(text, bytes) else "chars"
+    head = text[:EXCERPT_CHARS]
+    if isinstance(head, bytes):
+        head = head.decode("utf-8", errors="replace")
+    return head if len(text) <= EXCERPT_CHARS else f"{head}... ({len(text)} {unit})"
 
 
 def encode_request(msg_id: RequestId, method: str, params: dict[str, Any] | None) -> str:

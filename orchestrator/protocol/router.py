@@ -12,27 +12,35 @@ nobody reads them; finished-but-unread turns are kept for late readers in a boun
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from orchestrator.protocol import jsoncodec
 from orchestrator.protocol.jsonrpc import Notification, RequestId
 from orchestrator.protocol.turn import DEFAULT_MAX_BUFFERED_EVENTS, TurnTracker
 
 UNROUTED_RING_SIZE = 256
 
 # Streaming notifications: to the client they only mean "the turn is alive". They are most
-# of the traffic, so they take a short path (`note_activity`) when their turn is known.
-ACTIVITY_ONLY_METHODS = frozenset(
-    {
-        "item/agentMessage/delta",
-        "item/reasoning/summaryTextDelta",
-        "item/reasoning/summaryPartAdded",
-        "item/reasoning/textDelta",
-        "item/commandExecution/outputDelta",
-        "item/fileChange/outputDelta",
-        "item/plan/delta",
-        "item/mcpToolCall/progress",
-    }
+# of the traffic, so they take a short path (`without_activity`) when their turn is known.
+# Most frequent first: the prefixes below are tried in this order.
+_ACTIVITY_ONLY_ORDERED = (
+    "item/agentMessage/delta",
+    "item/reasoning/summaryTextDelta",
+    "item/commandExecution/outputDelta",
+    "item/reasoning/textDelta",
+    "item/reasoning/summaryPartAdded",
+    "item/fileChange/outputDelta",
+    "item/plan/delta",
+    "item/mcpToolCall/progress",
 )
+ACTIVITY_ONLY_METHODS = frozenset(_ACTIVITY_ONLY_ORDERED)
+# How the server writes the start of such a notification (compact, method first). Only a cheap
+# hint of which texts are worth peeking at: the peek decides, and a text written
+# any other way takes the full path.
+_ACTIVITY_TEXT_PREFIXES = tuple(f'{{"method":"{method}"' for method in _ACTIVITY_ONLY_ORDERED)
+_ACTIVITY_LINE_PREFIXES = tuple(prefix.encode() for prefix in _ACTIVITY_TEXT_PREFIXES)
+_peek_activity = jsoncodec.notification_peeker(ACTIVITY_ONLY_METHODS)
 FINISHED_UNREAD_KEPT = 256
 
 
@@ -125,6 +133,38 @@ class Router:
 
     # -- routing -----------------------------------------------------------------------
 
+    def without_activity(
+        self, texts: Sequence[str | bytes], *, now: float
+    ) -> Iterator[str | bytes]:
+        """Take the streaming notifications of known turns among `texts`, received at `now`
+        (each refreshes its turn's inactivity clock), before they are parsed; yield every
+        other text, in order, for the full path (parse, then `note_activity` or `route`).
+        The texts are all str or all bytes (one transport's batch).
+
+        Lazy: a text is looked at only once everything yielded before it has been handled,
+        so the outcome is exactly that of handling the texts one by one in full. A text taken
+        here is one `note_activity` would take after parsing (see `notification_peeker`).
+        """
+        if not texts:
+            return
+        turns = self.turns
+        peek = _peek_activity
+        prefixes = (
+            _ACTIVITY_LINE_PREFIXES if isinstance(texts[0], bytes) else _ACTIVITY_TEXT_PREFIXES
+        )
+        for text in texts:
+            # (mypy cannot pair the text's type with the prefixes'; a turnId of None finds
+            # no tracker.)
+            if text.startswith(prefixes):  # type: ignore[arg-type]
+                try:
+                    tracker = turns.get(peek(text).params.turnId)  # type: ignore[arg-type]
+                except (ValueError, RecursionError):
+                    tracker = None
+                if tracker is not None:
+                    tracker.last_activity = now
+                    continue
+            yield text
+
     def note_activity(self, message: dict[str, Any], *, now: float) -> bool:
         """The short path for a streaming notification of a known turn: refresh the turn's
         inactivity clock and report True; anything else reports False (use `route`)."""
@@ -139,18 +179,31 @@ class Router:
         tracker.last_activity = now
         return True
 
-    def route(self, note: Notification, *, now: float) -> TurnTracker | None:
-        """Give a notification to its turn; returns the tracker when a reader should wake."""
-        thread_id, turn_id = ids_of(note.params)
-        if note.method == "serverRequest/resolved":
-            self.resolve_request(note.params.get("requestId"), thread_id, now=now)
+    def route(
+        self, method: str, params: dict[str, Any], message: dict[str, Any], *, now: float
+    ) -> TurnTracker | None:
+        """Give a notification (its method, params and the whole message) to its turn;
+        returns the tracker when a reader should wake."""
+        # `ids_of`, inlined: this runs for every notification that is not a delta.
+        thread_id = params.get("threadId")
+        turn_id = params.get("turnId")
+        if turn_id is None:
+            turn = params.get("turn")
+            if isinstance(turn, dict):
+                turn_id = turn.get("id")
+        if not isinstance(thread_id, str):
+            thread_id = None
+        if not isinstance(turn_id, str):
+            turn_id = None
+        if method == "serverRequest/resolved":
+            self.resolve_request(params.get("requestId"), thread_id, now=now)
             return None
         if turn_id is not None:
             tracker = self.turns.get(turn_id)
             if tracker is None and thread_id is not None and thread_id in self.watched:
                 tracker = self.tracker(thread_id, turn_id, now=now)
             if tracker is not None:
-                wake = tracker.observe(note, now)
+                wake = tracker.observe(method, params, message, now)
                 # While the thread is watched, a caller may be about to attach (the turn can
                 # end before the turn/start response arrives): keep the tracker until then.
                 if tracker.done and not tracker.readers and thread_id not in self.watched:
@@ -162,7 +215,7 @@ class Router:
                 if tracker.thread_id == thread_id and not tracker.done:
                     tracker.last_activity = now
             return None
-        self.unrouted.append(note)
+        self.unrouted.append(Notification(method, params, message))
         self.unrouted_count += 1
         return None
 

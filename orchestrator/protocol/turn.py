@@ -68,11 +68,12 @@ class TurnTracker:
 
     # -- fed by the router -------------------------------------------------------------
 
-    def observe(self, note: Notification, now: float) -> bool:
-        """Take one notification for this turn; True when a waiting reader should wake."""
+    def observe(
+        self, method: str, params: dict[str, Any], message: dict[str, Any], now: float
+    ) -> bool:
+        """Take one notification for this turn (its method, params and the whole message);
+        True when a waiting reader should wake."""
         self.last_activity = now
-        method = note.method
-        params = note.params
         if method == ITEM_COMPLETED:
             item = params.get("item")
             if isinstance(item, dict):
@@ -82,7 +83,7 @@ class TurnTracker:
                     if self._seen_item_ids is not None and item_id in self._seen_item_ids:
                         return False  # already adopted from thread/read
                 self._chooser.observe(item)
-                self._enqueue(note)
+                self._enqueue(Notification(method, params, message))
                 return True
             return False
         if method == ITEM_STARTED:
@@ -103,7 +104,7 @@ class TurnTracker:
             self.error = error if isinstance(error, dict) else None
             items = turn.get("items")
             self.summary_items = items if isinstance(items, list) else []
-            self._completion = note
+            self._completion = Notification(method, params, message)
             self.pending_requests.clear()
             return True
         if method == TOKEN_USAGE_UPDATED:

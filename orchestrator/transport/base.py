@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import trio
@@ -19,6 +19,14 @@ class MessageTransport(trio.abc.Channel[str]):
     """
 
     description = "app-server"
+
+    async def receive_batch(self) -> Sequence[str | bytes]:
+        """The next messages: at least one, and every other one that is already here.
+
+        A reader's fast path: a transport that receives many messages per read hands them
+        over at once (stdio gives each JSONL line as bytes). Same errors as `receive`.
+        """
+        return [await self.receive()]
 
     async def closed_error(self) -> CodexTransportError:
         """Why the peer is gone (exit status, close code, stderr tail), once it is."""

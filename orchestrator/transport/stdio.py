@@ -8,6 +8,7 @@ error messages quote. Stopping goes: close stdin, bounded wait, SIGTERM, bounded
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -27,6 +28,8 @@ from orchestrator.transport.base import MessageTransport, map_io_errors
 
 ENV_COMMAND = "CODEX_APP_SERVER_CMD"
 READ_CHUNK = 256 * 1024
+# Linux's limit for a pipe an unprivileged process may ask for (default pipes hold 64 KiB).
+STDOUT_PIPE_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 16 * 1024
 EXIT_WAIT_SECONDS = 5.0
 
@@ -93,8 +96,9 @@ class StdioTransport(MessageTransport):
         self.description = f"app-server (pid {process.pid})"
         self._stdin = process.stdin
         self._stdout = process.stdout
+        _enlarge_pipe(process.stdout)
         self._framer = LineFramer(max_message_bytes)
-        self._lines: deque[str] = deque()
+        self._lines: deque[bytes] = deque()  # read but not yet received
         self._eof = False
         self._too_large: CodexMessageTooLargeError | None = None
 
@@ -104,31 +108,52 @@ class StdioTransport(MessageTransport):
 
     async def receive(self) -> str:
         while not self._lines:
-            if self._too_large is not None:
-                raise self._too_large
-            if self._eof:
-                raise trio.EndOfChannel
+            self._lines.extend(await self._read_lines())
+        return self._lines.popleft().decode("utf-8", errors="replace")
+
+    async def receive_batch(self) -> list[bytes]:
+        """Every line completed by one read (at least one), as bytes: the JSON parser reads
+        UTF-8 itself, and invalid UTF-8 gets the U+FFFD that `receive` would give."""
+        if self._lines:
+            lines = list(self._lines)
+            self._lines.clear()
+            return lines
+        while not (lines := await self._read_lines()):
+            pass
+        return lines
+
+    async def _read_lines(self) -> list[bytes]:
+        """The lines completed by the next read from stdout (often none)."""
+        if self._too_large is not None:
+            raise self._too_large
+        if self._eof:
+            raise trio.EndOfChannel
+        try:
+            chunk = await self._stdout.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # Mapped here rather than around the read: a generator-based context manager per
+            # read is a measurable share of reading a fast stream.
             with map_io_errors(self.description):
-                chunk = await self._stdout.receive_some(READ_CHUNK)
-            if not chunk:
-                self._eof = True
-                rest = self._framer.eof()
-                if rest is not None:
-                    self._lines.append(rest)
-                continue
-            try:
-                self._lines.extend(self._framer.feed(chunk))
-            except MessageTooLarge as exc:
-                # Lines completed before the oversized one are still whole: deliver them
-                # first, then the error.
-                self._lines.extend(exc.lines)
-                self._too_large = CodexMessageTooLargeError(
-                    f"{self.description}: {exc}; connection closed",
-                    stderr_tail=self.stderr_tail.text(),
-                )
-                # Framing is lost: nothing after this can be trusted. Stop the process.
-                await self.aclose()
-        return self._lines.popleft()
+                raise
+        if not chunk:
+            self._eof = True
+            rest = self._framer.eof()
+            return [] if rest is None else [rest]
+        try:
+            return self._framer.feed(chunk)
+        except MessageTooLarge as exc:
+            self._too_large = CodexMessageTooLargeError(
+                f"{self.description}: {exc}; connection closed",
+                stderr_tail=self.stderr_tail.text(),
+            )
+            # Framing is lost: nothing after this can be trusted. Stop the process. Our end of
+            # its stdout goes first: a server blocked writing the rest of the line then gets
+            # EPIPE and exits, instead of sitting out the stop's grace period.
+            await self._stdout.aclose()
+            await self.aclose()
+            # Lines completed before the oversized one are still whole: deliver them first;
+            # the error comes with the next read.
+            return exc.lines
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -150,6 +175,23 @@ class StdioTransport(MessageTransport):
         return CodexTransportError(
             f"{self.description} {what}", exit_status=status, stderr_tail=self.stderr_tail.text()
         )
+
+
+def _enlarge_pipe(stream: trio.abc.ReceiveStream) -> None:
+    """Give the child's stdout a bigger pipe, where the system allows it (Linux).
+
+    With a 64 KiB pipe a burst of output is read 64 KiB at a time, whatever we ask for; with
+    1 MiB, reads take up to READ_CHUNK. Four times fewer reads, and fewer wakeups of waiting
+    readers: about a fifth less CPU for a fast stream. Best effort: the pipe is otherwise left
+    as it is.
+    """
+    set_pipe_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_pipe_size is None or not isinstance(stream, trio.lowlevel.FdStream):
+        return
+    try:
+        fcntl.fcntl(stream.fileno(), set_pipe_size, STDOUT_PIPE_BYTES)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size, or a pipe that cannot grow
 
 
 async def stop_process(process: trio.Process, *, grace: float) -> None:

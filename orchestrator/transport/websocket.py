@@ -47,8 +47,10 @@ class WebsocketTransport(MessageTransport):
         *,
         url: str,
         reader_scope: trio.CancelScope | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.connection = connection
+        self.max_message_bytes = max_message_bytes
         self._reader_scope = reader_scope
         self.url = url
         self.description = f"app-server at {url}"
@@ -63,17 +65,71 @@ class WebsocketTransport(MessageTransport):
             try:
                 message = await self.connection.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                if _close_code(exc) == MESSAGE_TOO_BIG:
-                    raise CodexMessageTooLargeError(
-                        f"{self.description}: a message exceeded the size limit; "
-                        f"connection closed ({_describe_close(exc)})",
-                        close_reason=_describe_close(exc),
-                    ) from None
-                raise trio.EndOfChannel from None
+                raise self._ended(exc) from None
             if isinstance(message, str):
+                await self._check_size(message)
                 return message
             # The server drops binary frames; so do we.
             log.warning("binary websocket frame ignored", bytes=len(message))
+
+    async def receive_batch(self) -> list[str]:
+        """The next message and those trio-websocket has already queued behind it, taken
+        without a wait each (its queue is bounded: `message_queue_size`)."""
+        # `receive`, unrolled: one coroutine fewer to suspend and resume per message.
+        # `_recv_channel` is private, as `_stream` below: trio-websocket has no public way
+        # to take what its queue holds without a checkpoint per message.
+        queue = self.connection._recv_channel
+        # The queue's buffer (private to trio) says whether another message waits: batches
+        # are small (trio-websocket yields after each message), and asking `receive_nowait`
+        # costs an exception per batch. Without it, the exception decides.
+        waiting = getattr(getattr(queue, "_state", None), "data", None)
+        batch: list[str] = []
+        while not batch:
+            try:
+                message = await self.connection.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise self._ended(exc) from None
+            while True:
+                if isinstance(message, str):
+                    if len(message) > self.max_message_bytes >> 2:
+                        await self._check_size(message)
+                    batch.append(message)
+                else:
+                    log.warning("binary websocket frame ignored", bytes=len(message))
+                if waiting is not None and not waiting:
+                    break
+                try:
+                    message = queue.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break  # nothing more now, or the end: the next call reports an end
+        return batch
+
+    async def _check_size(self, message: str) -> None:
+        """trio-websocket limits a text message's characters, not its bytes: a text of
+        multi-byte characters could be four times `max_message_bytes`. Count the bytes of any
+        text long enough to be over, and treat one that is as the limit demands."""
+        if len(message) <= self.max_message_bytes >> 2:
+            return
+        size = len(message.encode("utf-8", "surrogatepass"))
+        if size <= self.max_message_bytes:
+            return
+        reason = f"message of {size} bytes over the limit of {self.max_message_bytes}"
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            await self.connection.aclose(MESSAGE_TOO_BIG, reason[:120])
+        raise CodexMessageTooLargeError(
+            f"{self.description}: a {reason}; connection closed",
+            close_reason=f"{MESSAGE_TOO_BIG} {reason}",
+        )
+
+    def _ended(self, exc: trio_websocket.ConnectionClosed) -> Exception:
+        """What receiving raises once the connection closed."""
+        if _close_code(exc) == MESSAGE_TOO_BIG:
+            return CodexMessageTooLargeError(
+                f"{self.description}: a message exceeded the size limit; "
+                f"connection closed ({_describe_close(exc)})",
+                close_reason=_describe_close(exc),
+            )
+        return trio.EndOfChannel()
 
     async def aclose(self) -> None:
         # trio-websocket's aclose waits for the peer's close frame with no bound (and we
@@ -192,7 +248,12 @@ async def open_websocket_transport(
             )
         except BaseExceptionGroup as group:
             raise _connect_error(target, group) from None
-        transport = WebsocketTransport(connection, url=target, reader_scope=reader_scope)
+        transport = WebsocketTransport(
+            connection,
+            url=target,
+            reader_scope=reader_scope,
+            max_message_bytes=max_message_bytes,
+        )
         if ping_interval is not None:
             nursery.start_soon(
                 lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)

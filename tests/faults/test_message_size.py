@@ -47,12 +47,6 @@ def _size_case(transport: str, limit: int, over: bool, *, char: str = "x", bug: 
     return pytest.param(transport, limit, over, char, id=case_id, marks=marks)
 
 
-WEBSOCKET_COUNTS_CHARACTERS = (
-    "trio-websocket measures max_message_size with len() of the decoded text: characters, "
-    "not bytes, so a text of multi-byte characters passes at up to 4 times the limit in bytes"
-)
-
-
 @pytest.mark.parametrize(
     ("transport", "limit", "over", "char"),
     [
@@ -63,7 +57,7 @@ WEBSOCKET_COUNTS_CHARACTERS = (
         _size_case("stdio", SMALL_LIMIT, False, char="é"),
         _size_case("stdio", SMALL_LIMIT, True, char="é"),
         _size_case("websocket", SMALL_LIMIT, False, char="é"),
-        _size_case("websocket", SMALL_LIMIT, True, char="é", bug=WEBSOCKET_COUNTS_CHARACTERS),
+        _size_case("websocket", SMALL_LIMIT, True, char="é"),
         _size_case("stdio", MAX_MESSAGE_BYTES, False),
         _size_case("stdio", MAX_MESSAGE_BYTES, True),
         _size_case("websocket", MAX_MESSAGE_BYTES, False),
@@ -109,21 +103,16 @@ async def test_message_at_the_limit_passes_and_one_byte_more_fails_only_its_conn
 
 @pytest.mark.fault(
     AREA,
-    "stdio: a 1 MiB message over a 64 KiB limit from a server stalled writing it",
+    "stdio: a 4 MiB message over a 64 KiB limit from a server stalled writing it",
     "CodexMessageTooLargeError at once, not after the process's stop grace",
-)
-@known_bug(
-    "StdioTransport.receive awaits stop_process (stdin EOF, then a 5 s grace before SIGTERM) "
-    "on the reader task before raising: a server stalled writing the rest of the line never "
-    "sees EOF, so every waiting call fails only after EXIT_WAIT_SECONDS",
-    AssertionError,
 )
 async def test_oversized_message_fails_at_once_even_when_the_server_is_stuck_writing(
     figures: Figures,
 ) -> None:
     """The connection fails as soon as the limit is crossed, even when the server, blocked on
     the rest of the oversized line, would take its time to stop."""
-    plan = {"turn": [["accept"], ["message", "before"], ["big_stuck", MIB], ["complete"]]}
+    # Larger than the stdout pipe (1 MiB), so that the server is still blocked writing it.
+    plan = {"turn": [["accept"], ["message", "before"], ["big_stuck", 4 * MIB], ["complete"]]}
     with trio.fail_after(30):
         async with open_endpoint("stdio", plan) as endpoint:
             async with endpoint.connect(max_message_bytes=SMALL_LIMIT) as client:
