@@ -647,8 +647,8 @@ def _find_python312() -> tuple[str | None, dict[str, str]]:
 # -- profile --------------------------------------------------------------------------------
 
 LAYERS = (
-    ("json/decoder.py", "JSON parsing (json.decoder via jsoncodec.loads)"),
-    ("jsoncodec.py", "JSON parsing (json.decoder via jsoncodec.loads)"),
+    ("json/decoder.py", "JSON parsing (jsoncodec.loads: msgspec)"),
+    ("jsoncodec.py", "JSON parsing (jsoncodec.loads: msgspec)"),
     ("protocol/framing.py", "line framing (LineFramer.feed)"),
     ("protocol/jsonrpc.py", "message classification (jsonrpc.decode, Notification)"),
     ("orchestrator.protocol.jsonrpc", "message classification (jsonrpc.decode, Notification)"),
