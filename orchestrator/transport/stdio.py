@@ -273,6 +273,9 @@ async def open_stdio_transport(
         )
     except OSError as exc:
         raise CodexTransportError(f"cannot start app-server {argv!r}: {exc}") from exc
+    # This frame lives as long as the connection: don't keep a copy of the environment
+    # (a few KiB per connection) in it.
+    del child_env
     tail = StderrTail(stderr_tail_bytes)
     transport = StdioTransport(process, max_message_bytes=max_message_bytes, stderr_tail=tail)
     try:
