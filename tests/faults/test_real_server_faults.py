@@ -240,22 +240,33 @@ async def test_killed_while_idle(real: RealServer, figures: Figures) -> None:
 @pytest.mark.fault(
     AREA_STOPS,
     "real app-server stopped with SIGTERM mid-turn",
-    "the turn fails at once with CodexTransportError saying how it ended",
+    "the turn fails with CodexTransportError saying how it ended: at once, or promptly after "
+    "codex lets the running turn finish (its graceful drain)",
 )
 async def test_terminated_mid_turn(real: RealServer, figures: Figures) -> None:
-    """SIGTERM mid-turn ends the turn at once with the way the server ended: over stdio its
-    exit status (0: codex exits cleanly), over websocket an abnormal closure (codex sends no
-    close frame)."""
+    """SIGTERM mid-turn ends the turn with the way the server ended: over stdio its exit
+    status (0: codex exits cleanly), over websocket an abnormal closure (codex sends no close
+    frame).
+
+    codex either exits at once or first lets the running turn finish (a graceful drain: it
+    seems to depend on whether the npm launcher's forwarded copy of the signal arrives as a
+    second signal). Drained, the turn's steps are delivered, and the error comes as promptly
+    after the server's last message."""
     with trio.fail_after(60):
         async with real.connect() as client:
             stream = client.chat(SLOW, thread_options=real.options())
             await stream.start()
-            stopped_at = trio.current_time()
+            stopped_at = last_message = trio.current_time()
             real.signal(client, signal.SIGTERM)
+            drained = []
             with pytest.raises(CodexTransportError) as caught:
-                async for _ in stream:
-                    raise AssertionError("the reply was to come after the signal")
-            latency = trio.current_time() - stopped_at
+                async for step in stream:
+                    drained.append(step)
+                    last_message = trio.current_time()
+            latency = trio.current_time() - last_message
+    for step in drained:
+        assert step.turn_id == stream.turn_id and step.text == "SLOW: a long answer"
+    figures.record("behaviour", "drained the turn, then exited" if drained else "exited at once")
     if real.transport == "stdio":
         assert caught.value.exit_status is not None
         assert f"status {caught.value.exit_status}" in str(caught.value)
