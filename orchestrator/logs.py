@@ -6,6 +6,7 @@ registered secret value (a websocket token, an API key) is masked wherever it ap
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 SECRET_KEY = re.compile(r"(token|secret|password|api[_-]?key|authorization)", re.IGNORECASE)
@@ -33,13 +35,38 @@ def redact(text: str) -> str:
     return text
 
 
+_secret_keys: dict[str, bool] = {}  # key -> whether it names a secret (keys are few)
+
+
+def _names_secret(key: str) -> bool:
+    known = _secret_keys.get(key)
+    if known is None:
+        known = bool(SECRET_KEY.search(key))
+        if len(_secret_keys) < 4096:  # bounded: keys come from code, but be safe
+            _secret_keys[key] = known
+    return known
+
+
 def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if SECRET_KEY.search(key) and value is not None:
+        if value is not None and _names_secret(key):
             event[key] = MASK
-        elif isinstance(value, str) and _secret_values:
+        elif _secret_values and isinstance(value, str):
             event[key] = redact(value)
     return event
+
+
+_LINE_ENCODER = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """The event as one JSON line. msgspec renders a log line about four times faster than
+    the standard library, and the batch runner writes two per job; a value it cannot encode
+    (a lone surrogate, an integer over 64 bits) falls back to `json.dumps`."""
+    try:
+        return _LINE_ENCODER.encode(event).decode()
+    except Exception:  # any encoding problem: the slow, tolerant path
+        return json.dumps(event, default=repr)
 
 
 class _CurrentStderr:
@@ -69,7 +96,7 @@ def configure_logging(
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if log_format == "console"
-        else structlog.processors.JSONRenderer()
+        else _render_json
     )
     structlog.configure(
         processors=[
@@ -84,5 +111,5 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(
             file=_open_log(log_file) if log_file else _CurrentStderr()  # type: ignore[arg-type]
         ),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )

@@ -10,7 +10,6 @@ how often.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +68,13 @@ class TurnOutcome:
 
     def as_record(self) -> dict[str, Any]:
         """The `turns[]` entry of result.json."""
-        return attrs.asdict(self)
+        return {
+            "turn_id": self.turn_id,
+            "status": self.status,
+            "final_text": self.final_text,
+            "continuations": self.continuations,
+            "error": self.error,
+        }
 
 
 class JobFailed(Exception):
@@ -105,7 +110,11 @@ class JobRunner:
         # an earlier one): a turn on the thread that is not here was started by a turn/start
         # whose answer we lost.
         self._known_turns: set[str] = set(resume.known_turns) if resume else set()
-        self._log = log.bind(job=spec.id, connection=actor.name)
+
+    @property
+    def _log(self) -> Any:
+        """A logger bound to the job (made when something is logged: rarely)."""
+        return log.bind(job=self.spec.id, connection=self.actor.name, thread=self.thread_id)
 
     # -- records -----------------------------------------------------------------------
 
@@ -152,8 +161,13 @@ class JobRunner:
 
     async def run(self) -> str:
         """Run every turn; returns the job status (`completed`, `failed` or `cancelled`)."""
-        limit = self.spec.max_duration if self.spec.max_duration is not None else math.inf
-        with trio.move_on_after(limit) as overall:
+        # A scope with a deadline costs a few microseconds more than one without, per job.
+        overall = (
+            trio.CancelScope()
+            if self.spec.max_duration is None
+            else trio.move_on_after(self.spec.max_duration)
+        )
+        with overall:
             try:
                 first = self.resume.turns_done if self.resume else 0
                 for index in range(first, len(self.spec.turns)):
@@ -183,7 +197,6 @@ class JobRunner:
             self.actor.thread_handlers[self.thread_id] = self._answer
             self.event("thread_started", thread_id=self.thread_id)
             self.record("thread_started", connection=self.actor.name)
-            self._log = self._log.bind(thread=self.thread_id)
         elif self._thread_generation != generation:
             # A new app-server (or socket) does not know our thread yet.
             params = {
@@ -286,7 +299,7 @@ class JobRunner:
                     self._acknowledged_on = generation
                     self.event("turn_acknowledged", turn_index=index, turn_id=self.current_turn)
                     self.record("turn_started", prompt=prompt)
-                    self._log.debug("turn started", turn=self.current_turn)
+                    log.debug("turn started", job=self.spec.id, turn=self.current_turn)
                 else:
                     stream = client.chat(
                         continuation=continuation, inactivity_timeout=self.spec.inactivity_timeout

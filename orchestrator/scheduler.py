@@ -25,7 +25,7 @@ from orchestrator.jobs.model import JobSpec
 from orchestrator.runner import JobFailed, JobRunner
 from orchestrator.store.files import JsonlLog, read_json, utc_now, write_json_atomic
 from orchestrator.store.journal import JobProgress, Journals
-from orchestrator.store.layout import ResultsLayout
+from orchestrator.store.layout import JobFiles, ResultsLayout
 
 log = structlog.get_logger("orchestrator.scheduler")
 
@@ -47,6 +47,7 @@ class JobState:
     progress: JobProgress | None = None  # where a restarted daemon picks the job up
     cancel_reason: str | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
+    files: JobFiles | None = None  # its record paths, once needed
 
     @property
     def continuations(self) -> int:
@@ -130,7 +131,7 @@ class Scheduler:
         self._on_change = on_change or (lambda state: None)
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        self._change = trio.Event()
+        self._change: trio.Event | None = None  # made by the first waiter
         self._forget_finished = False
         self.stopping = False
         self.suspending = False
@@ -216,12 +217,16 @@ class Scheduler:
         self._wake()
 
     def _wake(self) -> None:
-        self._change.set()
-        self._change = trio.Event()
+        # Three state changes per job, and usually nobody waiting: no Event until someone is.
+        change, self._change = self._change, None
+        if change is not None:
+            change.set()
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Wait until `condition()` holds; it is checked whenever a job changes state."""
         while not condition():
+            if self._change is None:
+                self._change = trio.Event()
             await self._change.wait()
 
     @property
@@ -305,8 +310,8 @@ class Scheduler:
         state.started = time.monotonic()
         started_at = utc_now()
         self._changed(state, "running")
-        steps_path = self.layout.steps_path(spec.id)
-        if steps_path.exists() and state.progress is None:
+        steps_path = self._files(state).steps
+        if state.progress is None and steps_path.exists():
             # A fresh run of the job gets a fresh step log; the previous one is kept aside.
             # (A job resumed by a restarted daemon goes on appending to its log.)
             steps_path.replace(steps_path.with_suffix(".jsonl.previous"))
@@ -355,9 +360,13 @@ class Scheduler:
     ) -> None:
         """Write the job's result and mark it finished."""
         result = self._result(state, status, runner=runner, error=error, started_at=started_at)
-        path = self.layout.result_path(state.spec.id)
-        write_json_atomic(path, result, durable=self.durable)
+        write_json_atomic(self._files(state).result, result, durable=self.durable)
         self._finished(state, status, result)
+
+    def _files(self, state: JobState) -> JobFiles:
+        if state.files is None:
+            state.files = self.layout.job_files(state.spec.id)
+        return state.files
 
     def _result(
         self,
@@ -369,7 +378,7 @@ class Scheduler:
         started_at: str | None,
     ) -> dict[str, Any]:
         state.finished = time.monotonic()
-        turns = [t.as_record() for t in runner.turns] if runner else []
+        turns = [turn.as_record() for turn in runner.turns] if runner else []
         final_text = next((t["final_text"] for t in reversed(turns) if t["final_text"]), None)
         duration = round(state.finished - state.started, 3) if state.started is not None else 0.0
         result = {
@@ -386,7 +395,7 @@ class Scheduler:
             "started_at": started_at,
             "finished_at": utc_now(),
             "duration_s": duration,
-            "steps_file": str(self.layout.steps_path(state.spec.id)),
+            "steps_file": str(self._files(state).steps),
         }
         return result
 

@@ -184,7 +184,9 @@ async def test_a_daemon_session_writes_no_secret_and_keeps_its_files_private(
 
     written = [p for p in home.rglob("*") if p != config]
     assert (state / "daemon.json") in written
-    assert '"job": "over-ws"' in daemon.log_file.read_text()  # the log file is in use
+    # The log file is in use, one JSON object per line.
+    lines = [json.loads(line) for line in daemon.log_file.read_text().splitlines()]
+    assert any(line.get("job") == "over-ws" for line in lines)
     assert any(p.parent.name == "journal" for p in written)
     for path in written:
         if path.is_file():

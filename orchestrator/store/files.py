@@ -8,11 +8,12 @@ our writes anywhere on the disk, so writers refuse it with `UnsafePath`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import json
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,20 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with milliseconds, for records."""
+    """An ISO-8601 UTC timestamp with milliseconds, for records.
+
+    Every record of every job carries one: the formatted second is reused until the clock
+    moves past it (`strftime` costs more than the rest of a small record).
+    """
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    second = int(now)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int(now % 1 * 1000):03d}Z"
 
 
 class UnsafePath(OSError):
@@ -42,7 +53,7 @@ def ensure_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def record_dir(path: Path) -> None:
+def record_dir(path: str | Path) -> None:
     """Make sure the directory a record goes into exists (private), and is not a link.
 
     One `lstat` when it exists: this runs for every record file written, so it skips what
@@ -54,10 +65,15 @@ def record_dir(path: Path) -> None:
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, DIR_MODE)  # a new job's directory: its parent is there
+        except FileNotFoundError:
+            os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+        except FileExistsError:  # made meanwhile (or a link planted meanwhile): look again
+            record_dir(path)
         return
     if stat.S_ISLNK(mode):
-        refuse_link(path)
+        refuse_link(Path(path))
 
 
 def refuse_link(path: Path) -> Path:
@@ -74,7 +90,7 @@ def refuse_link(path: Path) -> Path:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -92,24 +108,51 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
     A link at `path` itself is replaced, not followed; its directory must not be a link.
     """
     document = _json_document(data)
-    record_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Plain strings from here: this runs once per job, and pathlib's operations cost more
+    # than the system calls on a fast disk.
+    target = os.fspath(path)
+    directory = os.path.dirname(target)
+    record_dir(directory)
+    fd, tmp = _create_temporary(directory, os.path.basename(target))
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(document)
-            handle.flush()
+        try:
+            _write_all(fd, document)
             if durable:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        _fsync_dir(directory)
 
 
-def open_append_nofollow(path: Path) -> int:
+_temporary_names = itertools.count()
+
+
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new private file `.<name>.<pid>.<n>.tmp` in `directory`, created exclusively and
+    never through a link. Names are unique within this process, and a leftover from a dead
+    process with the same pid is simply skipped."""
+    while True:
+        tmp = f"{directory}/.{name}.{os.getpid()}.{next(_temporary_names)}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(tmp, flags, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):  # short writes are rare on files, but allowed
+        written += os.write(fd, data[written:])
+
+
+def open_append_nofollow(path: str | Path) -> int:
     """Open (creating it 0600) a file to append to, never through a symbolic link.
 
     A link planted where a log or journal goes would make us append to its target, anywhere
@@ -122,7 +165,7 @@ def open_append_nofollow(path: Path) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            refuse_link(path)
+            refuse_link(Path(path))
         raise
 
 
@@ -173,20 +216,18 @@ class JsonlLog:
     """
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
-        record_dir(path.parent)
+        file = os.fspath(path)
+        record_dir(os.path.dirname(file))
         self.path = path
         self.durable = durable  # fsync at close
-        self._fd: int | None = open_append_nofollow(path)
+        self._fd: int | None = open_append_nofollow(file)
         self.records = 0
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and flush it to the OS."""
         if self._fd is None:
             raise ValueError(f"{self.path}: the log is closed")
-        line = _jsonl_line(record)
-        written = os.write(self._fd, line)
-        while written < len(line):  # short writes are rare on files, but allowed
-            written += os.write(self._fd, line[written:])
+        _write_all(self._fd, _jsonl_line(record))
         self.records += 1
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ import attrs
 
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
+RESULT_FILE = "result.json"
+STEPS_FILE = "steps.jsonl"
 
 
 class UnsafeJobId(ValueError):
@@ -28,6 +30,15 @@ def check_job_id(job_id: str) -> str:
 
 
 @attrs.frozen
+class JobFiles:
+    """One job's record paths, built once per job (a scheduler needs them several times)."""
+
+    directory: Path
+    steps: Path
+    result: Path
+
+
+@attrs.frozen
 class ResultsLayout:
     """Paths of the files one run writes."""
 
@@ -37,13 +48,18 @@ class ResultsLayout:
         """`<root>/<job-id>/`; the id cannot escape the root."""
         return self.root / check_job_id(job_id)
 
+    def job_files(self, job_id: str) -> JobFiles:
+        """`job_dir`, `steps_path` and `result_path` at once."""
+        directory = self.job_dir(job_id)
+        return JobFiles(directory, directory / STEPS_FILE, directory / RESULT_FILE)
+
     def result_path(self, job_id: str) -> Path:
         """`<root>/<job-id>/result.json`."""
-        return self.job_dir(job_id) / "result.json"
+        return self.job_dir(job_id) / RESULT_FILE
 
     def steps_path(self, job_id: str) -> Path:
         """`<root>/<job-id>/steps.jsonl`."""
-        return self.job_dir(job_id) / "steps.jsonl"
+        return self.job_dir(job_id) / STEPS_FILE
 
     @property
     def summary_path(self) -> Path:

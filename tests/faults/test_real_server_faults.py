@@ -256,7 +256,7 @@ async def test_terminated_mid_turn(real: RealServer, figures: Figures) -> None:
         async with real.connect() as client:
             stream = client.chat(SLOW, thread_options=real.options())
             await stream.start()
-            stopped_at = last_message = trio.current_time()
+            last_message = trio.current_time()
             real.signal(client, signal.SIGTERM)
             drained = []
             with pytest.raises(CodexTransportError) as caught:
