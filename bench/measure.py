@@ -14,6 +14,7 @@ Modes:
     idle           resident set per idle, initialized connection (`--connections` of them)
     scheduler      `--jobs` trivial jobs through the scheduler, step logs and results on disk
     scheduler-bare the same jobs as bare `chat_once` turns, same connections and concurrency
+    records        the files the scheduler writes for `--jobs` jobs, alone: no turns
     steplog        one turn through the job runner, step log written (`--log jsonl`) or not
 
 The modes from many-limit on live in bench/fleet.py, bench/overhead.py and bench/steplog.py;
@@ -264,6 +265,7 @@ MODES = [
     "idle",
     "scheduler",
     "scheduler-bare",
+    "records",
     "steplog",
 ]
 
@@ -281,8 +283,11 @@ def _other_mode(
         if args.mode == "many-client":
             return partial(fleet.many_client, workload, args.connections, args.api, timer)
         return partial(fleet.idle, workload, args.connections)
-    if args.mode in ("scheduler", "scheduler-bare"):
+    if args.mode in ("scheduler", "scheduler-bare", "records"):
         import overhead
+
+        if args.mode == "records":
+            return partial(overhead.records, args.jobs, timer, args.results_in)
 
         if args.mode == "scheduler-bare":
             return partial(
@@ -318,7 +323,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--jobs", type=int, default=1_000, help="scheduler*: jobs (turns)")
     parser.add_argument("--threads", type=int, default=4, help="scheduler*: slots per connection")
     parser.add_argument("--log", choices=["jsonl", "null"], default="jsonl", help="steplog")
-    parser.add_argument("--results-in", help="scheduler: results under this directory")
+    parser.add_argument("--results-in", help="scheduler, records: results under this directory")
     parser.add_argument("--profile", help="write a cProfile of the timed window here")
     return parser.parse_args(own), workload
 

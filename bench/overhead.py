@@ -11,14 +11,20 @@ server, `--threads` tasks per connection, each taking the next job and running i
 `chat_once` (which starts the job's thread with the job's options, as the runner does), and
 nothing else: no files, no log.
 
-The timed window of both opens once every connection is up (initialized) and closes when the
-last job has ended (for the scheduler: when `summary.json` is written). Loading the task file
-and starting the app-servers are outside it.
+`records`: the files the scheduler writes for the same jobs, written alone in a loop with
+the same functions (a step log of four records and a `result.json` per job, `summary.json`
+and one sync at the end): no turn, no scheduling. The scheduler cannot take less than the
+bare turns plus this, so this is what the disk alone adds to a trivial job.
+
+The timed window of the first two opens once every connection is up (initialized) and closes
+when the last job has ended (for the scheduler: when `summary.json` is written and synced).
+Loading the task file and starting the app-servers are outside it.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -128,6 +134,77 @@ async def _work(client: CodexClient, queue: Iterator[JobSpec], done: Iterator[in
         if result.status != "completed" or result.final_text != ANSWER:
             raise RuntimeError(f"job {spec.id} ended {result.status}: {result.final_text!r}")
         next(done)
+
+
+async def records(jobs: int, timer: Timer, results_in: str | None = None) -> dict[str, Any]:
+    """What the scheduler writes for `jobs` trivial jobs, and nothing else."""
+    from orchestrator.store.files import JsonlLog, ensure_dir, utc_now, write_json_atomic
+    from orchestrator.store.layout import ResultsLayout
+
+    with tempfile.TemporaryDirectory(prefix="bench-records-", dir=results_in) as tmp:
+        layout = ResultsLayout(ensure_dir(Path(tmp) / "results"))
+        before = peak_rss_kib()
+        with timer:
+            for number in range(jobs):
+                job_id = f"job-{number:05d}"
+                files = layout.job_files(job_id)
+                with JsonlLog(files.steps, durable=False) as log:
+                    for kind in ("thread_started", "turn_started", "step", "turn_completed"):
+                        log.append(_record(job_id, kind, utc_now()))
+                write_json_atomic(files.result, _result(job_id, str(files.steps)), durable=False)
+            summary = {"jobs": [{"job_id": f"job-{n:05d}"} for n in range(jobs)]}
+            write_json_atomic(layout.summary_path, summary)
+            await trio.to_thread.run_sync(os.sync)
+    return {
+        "jobs": jobs,
+        "elapsed_s": timer.elapsed,
+        "cpu_s": timer.cpu,
+        "jobs_per_s": jobs / timer.elapsed,
+        "ms_per_job": timer.elapsed / jobs * 1000,
+        "rss_before_kib": before,
+        "peak_rss_kib": peak_rss_kib(),
+    }
+
+
+def _record(job_id: str, kind: str, ts: str) -> dict[str, Any]:
+    """A step-log record of a trivial job's size and shape."""
+    return {
+        "v": 1,
+        "ts": ts,
+        "job_id": job_id,
+        "thread_id": "019a0000-bench-7000-8000-000000000001",
+        "turn_id": "019a0000-bench-7000-8000-000000000002",
+        "kind": kind,
+        "text": ANSWER,
+    }
+
+
+def _result(job_id: str, steps_file: str) -> dict[str, Any]:
+    """A completed trivial job's result.json."""
+    return {
+        "job_id": job_id,
+        "status": "completed",
+        "final_text": ANSWER,
+        "thread_id": "019a0000-bench-7000-8000-000000000001",
+        "connection": "fake-0",
+        "turns": [
+            {
+                "turn_id": "019a0000-bench-7000-8000-000000000002",
+                "status": "completed",
+                "final_text": ANSWER,
+                "continuations": 0,
+                "error": None,
+            }
+        ],
+        "attempts": 1,
+        "continuations": 0,
+        "usage": dict.fromkeys(("input_tokens", "output_tokens", "total_tokens"), 10),
+        "error": None,
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "finished_at": "2026-01-01T00:00:00.001Z",
+        "duration_s": 0.001,
+        "steps_file": steps_file,
+    }
 
 
 def _timing(jobs: int, connections: int, threads: int, timer: Timer, before: int) -> dict[str, Any]:

@@ -156,6 +156,7 @@ class Figure:
     passes: Callable[[float], bool]
     unit: str = "x"
     fmt: str = ""  # default: two decimals for a ratio, one otherwise
+    minus: str | None = None  # a case whose value is taken off the case's first
 
     def format(self) -> str:
         """How the value is shown."""
@@ -261,6 +262,12 @@ def scale_cases(settings: Settings) -> list[Case]:
             measure("scheduler", *jobs, workload=["--trivial"]),
             f"the same {settings.jobs:,} jobs through the scheduler, results on disk, {shape}",
         ),
+        Case(
+            "jobs-records",
+            measure("records", "--jobs", str(settings.jobs), workload=["--trivial"]),
+            f"the files the scheduler writes for {settings.jobs:,} jobs, written alone on disk "
+            "(no turns)",
+        ),
     ]
     if TMPFS.is_dir():
         cases.append(
@@ -268,6 +275,20 @@ def scale_cases(settings: Settings) -> list[Case]:
                 "jobs-scheduler-tmpfs",
                 measure("scheduler", *jobs, "--results-in", str(TMPFS), workload=["--trivial"]),
                 f"the same, results on tmpfs ({TMPFS}): no disk flushes",
+            )
+        )
+        cases.append(
+            Case(
+                "jobs-records-tmpfs",
+                measure(
+                    "records",
+                    "--jobs",
+                    str(settings.jobs),
+                    "--results-in",
+                    str(TMPFS),
+                    workload=["--trivial"],
+                ),
+                "the same files written alone on tmpfs",
             )
         )
     steps = settings.steps_workload()
@@ -430,6 +451,34 @@ def scale_figures(settings: Settings) -> list[Figure]:
             lambda v: True,
         ),
         Figure(
+            f"wall time, the records of {jobs} written alone on disk (no turns) vs bare chat_once",
+            "jobs-records",
+            "elapsed_s",
+            "jobs-bare",
+            "(the disk's share: the scheduler needs at least 1 + this)",
+            lambda v: True,
+        ),
+        Figure(
+            f"wall time, {jobs} through the scheduler less their records written alone, vs "
+            "bare chat_once, on disk",
+            "jobs-scheduler",
+            "elapsed_s",
+            "jobs-bare",
+            "(the scheduler's own cost)",
+            lambda v: True,
+            minus="jobs-records",
+        ),
+        Figure(
+            f"wall time, {jobs} through the scheduler less their records written alone, vs "
+            "bare chat_once, on tmpfs",
+            "jobs-scheduler-tmpfs",
+            "elapsed_s",
+            "jobs-bare",
+            "(the scheduler's own cost)",
+            lambda v: True,
+            minus="jobs-records-tmpfs",
+        ),
+        Figure(
             f"events/s, one turn of {settings.log_steps:,} steps through JobRunner, "
             "step log written vs dropped",
             "steplog-jsonl",
@@ -540,6 +589,14 @@ def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> S
     theirs = results.get(figure.reference)
     if theirs is None:
         return None
+    if figure.minus is not None:
+        taken = results.get(figure.minus)
+        if taken is None:
+            return None
+        mine = [
+            {**a, figure.key: a[figure.key] - c[figure.key]} if "error" not in c else c
+            for a, c in zip(mine, taken, strict=True)
+        ]
     ratios = [
         a[figure.key] / b[figure.key]
         for a, b in zip(mine, theirs, strict=True)
@@ -980,8 +1037,14 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
             f"({cell('jobs-scheduler', 'cpu_s', '{:.2f}')} s of CPU), with results on tmpfs "
             f"{cell('jobs-scheduler-tmpfs', 'ms_per_job', '{:.2f}')} ms "
             f"({cell('jobs-scheduler-tmpfs', 'cpu_s', '{:.2f}')} s of CPU). Per job the "
-            "scheduler writes `steps.jsonl` (fsync on close) and `result.json` (fsync of the "
-            "file and of its directory), on the event loop's thread.",
+            "scheduler makes the job's directory, writes `steps.jsonl` (four records) and "
+            "`result.json` (a temporary file renamed), on the event loop's thread, and the run "
+            "syncs once at its end (an `orchestrator run` does not fsync per job). Those files "
+            "written alone, with the same functions and no turn, take "
+            f"{cell('jobs-records', 'ms_per_job', '{:.2f}')} ms per job on disk and "
+            f"{cell('jobs-records-tmpfs', 'ms_per_job', '{:.2f}')} ms on tmpfs: creating a "
+            "directory and two files costs this machine's disk more than a trivial turn costs "
+            "the client.",
         ]
     if values(results.get("steplog-jsonl", []), "elapsed_s"):
         out += [
