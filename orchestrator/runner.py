@@ -161,34 +161,30 @@ class JobRunner:
 
     async def run(self) -> str:
         """Run every turn; returns the job status (`completed`, `failed` or `cancelled`)."""
-        # A scope with a deadline costs a few microseconds more than one without, per job.
-        overall = (
-            trio.CancelScope()
-            if self.spec.max_duration is None
-            else trio.move_on_after(self.spec.max_duration)
-        )
-        with overall:
-            try:
-                first = self.resume.turns_done if self.resume else 0
-                for index in range(first, len(self.spec.turns)):
-                    outcome = await self._run_turn(self.spec.turns[index], index)
-                    self.turns.append(outcome)
-                    if outcome.status != "completed":
-                        return (
-                            "cancelled"
-                            if outcome.status in ("cancelled", "interrupted")
-                            else "failed"
-                        )
-                return "completed"
-            finally:
-                if self.thread_id is not None:
-                    self.actor.thread_handlers.pop(self.thread_id, None)
-        assert overall.cancelled_caught
+        if self.spec.max_duration is None:
+            return await self._run_turns()
+        with trio.move_on_after(self.spec.max_duration):
+            return await self._run_turns()
         self.record("limit", reason=f"max_duration of {self.spec.max_duration} s exceeded")
         self.turns.append(
             TurnOutcome(self.current_turn, "failed", None, error="max_duration exceeded")
         )
         return "failed"
+
+    async def _run_turns(self) -> str:
+        try:
+            first = self.resume.turns_done if self.resume else 0
+            for index in range(first, len(self.spec.turns)):
+                outcome = await self._run_turn(self.spec.turns[index], index)
+                self.turns.append(outcome)
+                if outcome.status != "completed":
+                    return (
+                        "cancelled" if outcome.status in ("cancelled", "interrupted") else "failed"
+                    )
+            return "completed"
+        finally:
+            if self.thread_id is not None:
+                self.actor.thread_handlers.pop(self.thread_id, None)
 
     async def _ensure_thread(self, client: CodexClient, generation: int) -> None:
         if self.thread_id is None:

@@ -311,10 +311,10 @@ class Scheduler:
         started_at = utc_now()
         self._changed(state, "running")
         steps_path = self._files(state).steps
-        if state.progress is None and steps_path.exists():
+        if state.progress is None:
             # A fresh run of the job gets a fresh step log; the previous one is kept aside.
             # (A job resumed by a restarted daemon goes on appending to its log.)
-            steps_path.replace(steps_path.with_suffix(".jsonl.previous"))
+            _set_aside(steps_path)
         journal = self.journals.open(spec.id) if self.journals is not None else None
         try:
             if journal is not None:
@@ -395,7 +395,7 @@ class Scheduler:
             "started_at": started_at,
             "finished_at": utc_now(),
             "duration_s": duration,
-            "steps_file": str(self._files(state).steps),
+            "steps_file": self._files(state).steps,
         }
         return result
 
@@ -439,7 +439,7 @@ class Scheduler:
                     "total_tokens": tokens,
                     "continuations": result.get("continuations", 0),
                     "error": result.get("error"),
-                    "result_file": str(self.layout.result_path(state.spec.id)),
+                    "result_file": self._files(state).result,
                 }
             )
             totals["jobs"] += 1
@@ -454,3 +454,9 @@ class Scheduler:
         }
         write_json_atomic(self.layout.summary_path, summary)
         return summary
+
+
+def _set_aside(path: str) -> None:
+    """Rename an existing file to `<path>.previous` (replacing an older one)."""
+    if os.path.exists(path):
+        os.replace(path, f"{path}.previous")

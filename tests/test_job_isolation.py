@@ -100,8 +100,8 @@ async def test_an_unwritable_result_still_leaves_the_job_failed_in_the_summary(
     summary, the others complete."""
     real_write = orchestrator.scheduler.write_json_atomic
 
-    def write(path: Path, data: Any, **options: Any) -> None:
-        if path.parent.name == "c":
+    def write(path: str | Path, data: Any, **options: Any) -> None:
+        if Path(path).parent.name == "c":
             raise OSError(errno.EROFS, "Read-only file system")
         real_write(path, data, **options)
 

@@ -503,8 +503,8 @@ async def test_500_jobs_with_connections_lost_mid_turn(
     writes: Counter[str] = Counter()  # result files written, by job
     real_write = orchestrator.store.files.write_json_atomic
 
-    def counting_write(path: Path, data: Any, **options: Any) -> None:
-        assert path.name == "result.json"
+    def counting_write(path: str | Path, data: Any, **options: Any) -> None:
+        assert Path(path).name == "result.json"
         writes[data["job_id"]] += 1
         real_write(path, data, **options)
 

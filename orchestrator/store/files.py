@@ -98,7 +98,7 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+def write_json_atomic(path: str | Path, data: Any, *, durable: bool = True) -> None:
     """Write JSON so that readers see the old file or the new one, never a torn one.
 
     `durable`: fsync the file and its directory before returning, so the new file survives
@@ -215,7 +215,7 @@ class JsonlLog:
     also fsyncs.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         file = os.fspath(path)
         record_dir(os.path.dirname(file))
         self.path = path

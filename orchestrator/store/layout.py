@@ -31,11 +31,14 @@ def check_job_id(job_id: str) -> str:
 
 @attrs.frozen
 class JobFiles:
-    """One job's record paths, built once per job (a scheduler needs them several times)."""
+    """One job's record paths, built once per job (a scheduler needs them several times).
 
-    directory: Path
-    steps: Path
-    result: Path
+    Plain strings: the scheduler builds these for every job, and only hands them to system
+    calls (a pathlib join costs more than a small file write)."""
+
+    directory: str
+    steps: str
+    result: str
 
 
 @attrs.frozen
@@ -50,8 +53,8 @@ class ResultsLayout:
 
     def job_files(self, job_id: str) -> JobFiles:
         """`job_dir`, `steps_path` and `result_path` at once."""
-        directory = self.job_dir(job_id)
-        return JobFiles(directory, directory / STEPS_FILE, directory / RESULT_FILE)
+        directory = f"{self.root}/{check_job_id(job_id)}"
+        return JobFiles(directory, f"{directory}/{STEPS_FILE}", f"{directory}/{RESULT_FILE}")
 
     def result_path(self, job_id: str) -> Path:
         """`<root>/<job-id>/result.json`."""
