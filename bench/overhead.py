@@ -90,7 +90,7 @@ async def scheduler(
         totals = summary["totals"]
         if totals["completed"] != jobs:
             raise RuntimeError(f"{totals['completed']} of {jobs} jobs completed: {totals}")
-    return _timing(jobs, connections, threads, timer, before)
+    return _timing(jobs, timer, before, connections=connections, threads=threads)
 
 
 async def scheduler_bare(
@@ -120,7 +120,7 @@ async def scheduler_bare(
         completed = next(done)
     if completed != jobs:
         raise RuntimeError(f"{completed} of {jobs} turns completed")
-    return _timing(jobs, connections, threads, timer, before)
+    return _timing(jobs, timer, before, connections=connections, threads=threads)
 
 
 async def _work(client: CodexClient, queue: Iterator[JobSpec], done: Iterator[int]) -> None:
@@ -155,15 +155,7 @@ async def records(jobs: int, timer: Timer, results_in: str | None = None) -> dic
             summary = {"jobs": [{"job_id": f"job-{n:05d}"} for n in range(jobs)]}
             write_json_atomic(layout.summary_path, summary)
             await trio.to_thread.run_sync(os.sync)
-    return {
-        "jobs": jobs,
-        "elapsed_s": timer.elapsed,
-        "cpu_s": timer.cpu,
-        "jobs_per_s": jobs / timer.elapsed,
-        "ms_per_job": timer.elapsed / jobs * 1000,
-        "rss_before_kib": before,
-        "peak_rss_kib": peak_rss_kib(),
-    }
+    return _timing(jobs, timer, before)
 
 
 def _record(job_id: str, kind: str, ts: str) -> dict[str, Any]:
@@ -207,11 +199,10 @@ def _result(job_id: str, steps_file: str) -> dict[str, Any]:
     }
 
 
-def _timing(jobs: int, connections: int, threads: int, timer: Timer, before: int) -> dict[str, Any]:
+def _timing(jobs: int, timer: Timer, before: int, **shape: int) -> dict[str, Any]:
     return {
         "jobs": jobs,
-        "connections": connections,
-        "threads": threads,
+        **shape,
         "elapsed_s": timer.elapsed,
         "cpu_s": timer.cpu,
         "jobs_per_s": jobs / timer.elapsed,
