@@ -325,21 +325,45 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--log", choices=["jsonl", "null"], default="jsonl", help="steplog")
     parser.add_argument("--results-in", help="scheduler, records: results under this directory")
     parser.add_argument("--profile", help="write a cProfile of the timed window here")
+    parser.add_argument(
+        "--best-of", type=int, default=1, help="limit-*, client-*: runs, the fastest counts"
+    )
     return parser.parse_args(own), workload
+
+
+THROUGHPUT_MODES = {
+    "limit-stdio": limit_stdio,
+    "limit-ws": limit_ws,
+    "client-stdio": client_stdio,
+    "client-ws": client_ws,
+}
+
+
+def _best_of(args: argparse.Namespace, workload: list[str]) -> dict[str, Any]:
+    """One turn `--best-of` times, each with a server of its own: the fastest run's rate,
+    and the first run's memory (later runs start from whatever the earlier ones left).
+
+    A turn of 100,000 notifications lasts a fraction of a second, and on a shared machine a
+    single stall moves that by tens of percent; noise only ever slows a run down, so the
+    fastest of a few is the steadiest estimate (as `timeit` takes the minimum)."""
+    measure = THROUGHPUT_MODES[args.mode]
+    extra = () if args.mode.startswith("limit") else (args.api,)
+    runs = []
+    for _ in range(1 if args.profile else args.best_of):
+        runs.append(trio.run(measure, workload, *extra, Timer(args.profile)))
+    best = dict(max(runs, key=lambda run: run["events_per_s"]))
+    best["rss_before_kib"] = runs[0]["rss_before_kib"]
+    best["peak_rss_kib"] = runs[0]["peak_rss_kib"]
+    best["events_per_s_runs"] = [run["events_per_s"] for run in runs]
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one measurement and print its JSON line."""
     args, workload = parse_args(sys.argv[1:] if argv is None else argv)
     timer = Timer(args.profile)
-    if args.mode == "limit-stdio":
-        result = trio.run(limit_stdio, workload, timer)
-    elif args.mode == "limit-ws":
-        result = trio.run(limit_ws, workload, timer)
-    elif args.mode == "client-stdio":
-        result = trio.run(client_stdio, workload, args.api, timer)
-    elif args.mode == "client-ws":
-        result = trio.run(client_ws, workload, args.api, timer)
+    if args.mode in THROUGHPUT_MODES:
+        result = _best_of(args, workload)
     elif args.mode == "trivial":
         result = trio.run(trivial, workload, args.turns, args.window)
     else:
