@@ -221,7 +221,7 @@ class CodexClient:
         """Connect to a websocket app-server (default `CODEX_APP_SERVER_WS_URL` or
         ws://127.0.0.1:8765) with `Authorization: Bearer <token>` (default
         `CODEX_APP_SERVER_TOKEN`)."""
-        # Imported here: trio-websocket costs about 3 MiB that stdio users need not pay.
+        # Imported here: wsproto costs memory that stdio users need not pay.
         from orchestrator.transport.websocket import open_websocket_transport
 
         async with (

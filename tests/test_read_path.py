@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import struct
 import sys
+import termios
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -21,9 +23,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
 
 from orchestrator.client import CodexClient
 from orchestrator.protocol import jsoncodec, jsonrpc
@@ -605,33 +616,62 @@ async def test_the_child_stdout_pipe_is_enlarged() -> None:
         assert fcntl.fcntl(stdout.fileno(), fcntl.F_GETPIPE_SZ) == STDOUT_PIPE_BYTES
 
 
-async def test_websocket_batches_take_queued_messages_and_skip_binary_frames() -> None:
-    """A batch takes every message trio-websocket has queued; binary frames are dropped."""
-    sent = ["a", "b", "c", "d", "e"]
+async def test_a_websocket_batch_is_every_message_of_one_read() -> None:
+    """Frames that arrive together come back as one batch, in order: a fragmented text
+    joined, a binary message dropped, a ping answered on the side."""
+    burst = bytearray()
+    peer_events: list[Any] = []
+    peer_done = trio.Event()
 
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        for text in sent[:2]:
-            await ws.send_message(text)
-        await ws.send_message(b"binary")
-        for text in sent[2:]:
-            await ws.send_message(text)
-        await trio.sleep_forever()
+    async def serve(stream: trio.SocketStream) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(await stream.receive_some(65536))
+        assert any(isinstance(event, Request) for event in ws.events())
+        await stream.send_all(ws.send(AcceptConnection()))
+        for message in (
+            TextMessage("a"),
+            TextMessage("b"),
+            BytesMessage(b"binary"),
+            TextMessage("fr", message_finished=False),
+            TextMessage("ag", message_finished=False),
+            TextMessage("ment"),
+            Ping(b"are you there"),
+            TextMessage("é ✓"),
+        ):
+            burst.extend(ws.send(message))
+        await stream.send_all(burst)  # one write: the client finds it all in one read
+        while data := await stream.receive_some(65536):
+            ws.receive_data(data)
+            for event in ws.events():
+                peer_events.append(event)
+                if isinstance(event, CloseConnection):
+                    await stream.send_all(ws.send(event.response()))
+                    peer_done.set()
+                    return
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
-        )
-        url = f"ws://127.0.0.1:{server.port}"
-        async with open_websocket_transport(url, ping_interval=None) as transport:
-            queue = transport.connection._recv_channel
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        nursery.start_soon(partial(trio.serve_listeners, serve, [listener]))
+        async with open_websocket_transport(
+            f"ws://127.0.0.1:{port}", ping_interval=None
+        ) as transport:
+            sock = transport._stream.socket
             with trio.fail_after(10):
-                # Wait (bounded) until trio-websocket has queued all six frames.
-                while queue.statistics().current_buffer_used < len(sent) + 1:
+                # Wait (bounded) until the kernel holds the whole burst for us.
+                while not burst or _unread_bytes(sock) < len(burst):
                     await trio.sleep(0.005)
                 batch = await transport.receive_batch()
+        with trio.fail_after(10):
+            await peer_done.wait()
         nursery.cancel_scope.cancel()
-    assert batch == sent
+    assert batch == ["a", "b", "fragment", "é ✓"]
+    assert Pong(b"are you there") in peer_events
+
+
+def _unread_bytes(sock: Any) -> int:
+    """Bytes waiting in a socket's receive buffer."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def test_an_empty_batch_yields_nothing() -> None:

@@ -21,7 +21,15 @@ import trio
 import trio.testing
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
 
 from orchestrator.client import CodexClient
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
@@ -392,3 +400,122 @@ async def test_aclose_is_bounded_when_the_peer_never_answers_the_close(
 async def _hang_up_after(peer: RawPeer, seconds: float) -> None:
     await trio.sleep(seconds)
     peer.scope.cancel()
+
+
+# -- frames the transport parses itself ------------------------------------------------------
+
+
+async def raw_server(
+    send: Callable[[trio.SocketStream, WSConnection], Awaitable[None]],
+    received: list[Event],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept one upgrade with wsproto, run `send`, then record what the client sends
+    (answering its pings and its close) until it hangs up."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    task_status.started(listener.socket.getsockname()[1])
+    stream = await listener.accept()
+    await listener.aclose()
+    async with stream:
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(await stream.receive_some(65536))
+        assert any(isinstance(event, Request) for event in ws.events())
+        await stream.send_all(ws.send(AcceptConnection()))
+        await send(stream, ws)
+        try:
+            while data := await stream.receive_some(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    received.append(event)
+                    if isinstance(event, Ping) or (
+                        isinstance(event, CloseConnection) and ws.state.name == "REMOTE_CLOSING"
+                    ):
+                        await stream.send_all(ws.send(event.response()))
+        except trio.BrokenResourceError:
+            pass
+
+
+@pytest.mark.fault(
+    "client: message size",
+    "websocket: a frame announcing 1 GiB, its payload trickling in",
+    "CodexMessageTooLargeError once the limit is passed, without waiting for the rest; "
+    "closed with 1009",
+)
+async def test_an_oversized_frame_is_refused_while_it_arrives() -> None:
+    """A frame longer than the limit fails as soon as the limit is passed: the transport
+    never buffers more than `max_message_bytes` of it, nor waits for its end."""
+    received: list[Event] = []
+
+    async def trickle(stream: trio.SocketStream, ws: WSConnection) -> None:
+        # An unmasked text frame header with a 64-bit length of 1 GiB, then 3,000 bytes.
+        await stream.send_all(bytes([0x81, 127]) + (1 << 30).to_bytes(8, "big") + b"x" * 3000)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(raw_server, trickle, received)
+        with trio.fail_after(10):
+            async with open_websocket_transport(
+                f"ws://127.0.0.1:{port}", max_message_bytes=1000, ping_interval=None
+            ) as transport:
+                with pytest.raises(CodexMessageTooLargeError) as caught:
+                    await transport.receive()
+        nursery.cancel_scope.cancel()
+    assert "at least" in str(caught.value) and "code 1009" in str(caught.value)
+    assert [event.code for event in received if isinstance(event, CloseConnection)] == [1009]
+
+
+@pytest.mark.fault(
+    "client: hostile input",
+    "websocket: a frame with a reserved opcode; a text frame of invalid UTF-8",
+    "the connection closes with 1002 (protocol error) or 1007 (invalid data); the error names "
+    "the code",
+)
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (bytes([0x83, 2]) + b"hi", 1002),  # opcode 3 is reserved
+        (bytes([0x81, 2]) + b"\xff\xfe", 1007),  # a text frame that is not UTF-8
+    ],
+    ids=["reserved-opcode", "invalid-utf8"],
+)
+async def test_a_broken_frame_closes_with_the_protocol_code(frame: bytes, code: int) -> None:
+    """A frame wsproto cannot accept closes the connection with the RFC's code, and
+    receiving ends with an error that names it; the message before it still arrives."""
+    received: list[Event] = []
+
+    async def broken(stream: trio.SocketStream, ws: WSConnection) -> None:
+        await stream.send_all(ws.send(TextMessage(data='{"before": "the break"}')) + frame)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(raw_server, broken, received)
+        with trio.fail_after(10):
+            async with open_websocket_transport(
+                f"ws://127.0.0.1:{port}", ping_interval=None
+            ) as transport:
+                assert await transport.receive() == '{"before": "the break"}'
+                with pytest.raises(trio.EndOfChannel):
+                    await transport.receive()
+                error = await transport.closed_error()
+        nursery.cancel_scope.cancel()
+    assert error.close_reason is not None and f"code {code}" in error.close_reason
+    assert [event.code for event in received if isinstance(event, CloseConnection)] == [code]
+
+
+async def test_a_ping_is_answered_while_nobody_reads(io_clock: trio.testing.MockClock) -> None:
+    """The keepalive reads for a reader that does not (keeping what comes for it): a
+    server's ping is answered, and the message read ahead is delivered afterwards."""
+    received: list[Event] = []
+
+    async def ping(stream: trio.SocketStream, ws: WSConnection) -> None:
+        await stream.send_all(ws.send(TextMessage(data="kept")) + ws.send(Ping(b"hello")))
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(raw_server, ping, received)
+        async with open_websocket_transport(
+            f"ws://127.0.0.1:{port}", ping_interval=1, ping_timeout=1
+        ) as transport:
+            with trio.fail_after(10):
+                while Pong(b"hello") not in received:
+                    await trio.sleep(0.5)
+            assert await transport.receive() == "kept"
+        nursery.cancel_scope.cancel()

@@ -1,8 +1,8 @@
 """Transports move whole JSON texts between the client and an app-server.
 
 Each is a `MessageTransport` (a `trio.abc.Channel[str]`): one message per `send`/`receive`,
-`trio.EndOfChannel` at a clean end, `CodexTransportError` for everything else. trio and
-trio-websocket exceptions are converted here and never escape upward.
+`trio.EndOfChannel` at a clean end, `CodexTransportError` for everything else. trio, OS and
+wsproto exceptions are converted here and never escape upward.
 """
 
 from orchestrator.transport.base import MessageTransport

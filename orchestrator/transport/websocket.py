@@ -1,23 +1,47 @@
-"""websocket transport: one JSON text per text frame, via trio-websocket.
+"""websocket transport: one JSON text per text frame, spoken with wsproto on a trio stream.
 
-The app-server never pings, so the client keeps the connection honest with its own pings and
-closes it when a pong does not come back in time. No compression is offered (the server does
-not negotiate it) and no `Origin` header is sent. The bearer token goes in the upgrade request's
-`Authorization` header and nowhere else: it never appears in errors or logs.
+The reader reads for itself: `receive_batch` takes up to 256 KiB from the socket, lets wsproto
+parse every frame in it and returns every message those bytes completed. No task or channel
+stands between the socket and the reader; a reader task handing each message over a channel
+costs two task switches per message, more than the client's own handling of it.
+
+Control frames are handled in the same pass and answered by a small sender task, so the
+reader never waits to write: a ping gets its pong, a pong wakes the keepalive, a close frame
+is answered and ends the stream. The app-server never pings, so the client keeps the
+connection honest with its own pings and closes it when a pong does not come back in time.
+
+No compression is offered (the server does not negotiate it) and no `Origin` header is sent.
+The bearer token goes in the upgrade request's `Authorization` header and nowhere else: it
+never appears in errors or logs.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import structlog
 import trio
-import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import ProtocolError
 
 from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
@@ -30,7 +54,12 @@ ENV_URL = "CODEX_APP_SERVER_WS_URL"
 ENV_TOKEN = "CODEX_APP_SERVER_TOKEN"
 DEFAULT_URL = "ws://127.0.0.1:8765"
 MESSAGE_TOO_BIG = 1009  # RFC 6455 close code
+KEEPALIVE_TIMEOUT = 1011  # "internal error": what we close with when a pong is late
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's answer to our close frame
+RECEIVE_BYTES = 256 * 1024  # one read; the stdio transport reads as much
+MAX_UNREAD = 16  # messages a keepalive may read ahead for a reader that is not reading
+REJECT_BODY_BYTES = 16 * 1024  # of a refused upgrade's body, quoted in the error
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def default_url() -> str:
@@ -39,165 +68,328 @@ def default_url() -> str:
 
 
 class WebsocketTransport(MessageTransport):
-    """JSON texts over one websocket connection."""
+    """JSON texts over one websocket connection (after its handshake)."""
 
     def __init__(
         self,
-        connection: trio_websocket.WebSocketConnection,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
         *,
         url: str,
-        reader_scope: trio.CancelScope | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        self.connection = connection
-        self.max_message_bytes = max_message_bytes
-        self._reader_scope = reader_scope
         self.url = url
         self.description = f"app-server at {url}"
+        self.max_message_bytes = max_message_bytes
         self.ping_failed = False
+        self._stream = stream
+        self._ws = ws
+        self._ready: list[str] = []  # messages read and not yet handed out
+        self._parts: list[str] = []  # a fragmented text message so far
+        self._part_bytes = 0
+        self._binary = False  # the fragmented message is binary (dropped, but counted)
+        self._reading = False  # a task is waiting in receive_some
+        self._progress = trio.Event()  # set (and replaced) after each read
+        self._send_lock = trio.Lock()  # wsproto's send and the stream's send_all, in order
+        self._outbox: list[Event | None] = []  # control frames for the sender task
+        self._outbox_ready = trio.Event()
+        self._pongs: dict[bytes, trio.Event] = {}
+        self._ping_ids = itertools.count()
+        # How the connection ended (code, reason), once it has; set once.
+        self._closed: tuple[int, str] | None = None
+        self._too_large: CodexMessageTooLargeError | None = None
+        self._stream_closed = False
+        self._take_events()  # frames that came with the handshake's answer
 
-    async def send(self, value: str) -> None:
-        with self._map_errors():
-            await self.connection.send_message(value)
+    # -- receiving ------------------------------------------------------------------------
 
     async def receive(self) -> str:
-        while True:
-            try:
-                message = await self.connection.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                raise self._ended(exc) from None
-            if isinstance(message, str):
-                await self._check_size(message)
-                return message
-            # The server drops binary frames; so do we.
-            log.warning("binary websocket frame ignored", bytes=len(message))
+        while not self._ready:
+            await self._wait_for_messages()
+        return self._ready.pop(0)
 
     async def receive_batch(self) -> list[str]:
-        """The next message and those trio-websocket has already queued behind it, taken
-        without a wait each (its queue is bounded: `message_queue_size`)."""
-        # `receive`, unrolled: one coroutine fewer to suspend and resume per message.
-        # `_recv_channel` is private, as `_stream` below: trio-websocket has no public way
-        # to take what its queue holds without a checkpoint per message.
-        queue = self.connection._recv_channel
-        # The queue's buffer (private to trio) says whether another message waits: batches
-        # are small (trio-websocket yields after each message), and asking `receive_nowait`
-        # costs an exception per batch. Without it, the exception decides.
-        waiting = getattr(getattr(queue, "_state", None), "data", None)
-        batch: list[str] = []
-        while not batch:
-            try:
-                message = await self.connection.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                raise self._ended(exc) from None
-            while True:
-                if isinstance(message, str):
-                    if len(message) > self.max_message_bytes >> 2:
-                        await self._check_size(message)
-                    batch.append(message)
-                else:
-                    log.warning("binary websocket frame ignored", bytes=len(message))
-                if waiting is not None and not waiting:
-                    break
-                try:
-                    message = queue.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break  # nothing more now, or the end: the next call reports an end
+        """Every message one read completed (at least one)."""
+        while not self._ready:
+            await self._wait_for_messages()
+        batch = self._ready
+        self._ready = []
         return batch
 
-    async def _check_size(self, message: str) -> None:
-        """trio-websocket limits a text message's characters, not its bytes: a text of
-        multi-byte characters could be four times `max_message_bytes`. Count the bytes of any
-        text long enough to be over, and treat one that is as the limit demands."""
-        if len(message) <= self.max_message_bytes >> 2:
+    async def _wait_for_messages(self) -> None:
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._end()
+        if self._reading:  # a keepalive reading for a reader that was not
+            await self._progress.wait()
+        else:
+            await self._read()
+
+    async def _read(self) -> None:
+        """Read once and take in what came; control frames go to the sender."""
+        self._reading = True
+        try:
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except _STREAM_ERRORS:
+                data = b""  # reset, or closed under us: the end, as a lost connection
+            if self._closed is None or data:
+                self._feed(data)
+        finally:
+            self._reading = False
+            progress, self._progress = self._progress, trio.Event()
+            progress.set()
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        ws = self._ws
+        if ws.state is ConnectionState.CLOSED:
+            self._set_closed(CloseReason.ABNORMAL_CLOSURE, "")
             return
-        size = len(message.encode("utf-8", "surrogatepass"))
-        if size <= self.max_message_bytes:
-            return
-        reason = f"message of {size} bytes over the limit of {self.max_message_bytes}"
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-            await self.connection.aclose(MESSAGE_TOO_BIG, reason[:120])
-        raise CodexMessageTooLargeError(
-            f"{self.description}: a {reason}; connection closed",
+        ws.receive_data(
+            bytes(data) if data else None
+        )  # None: the end of the stream, without a close frame
+        self._take_events()
+
+    def _take_events(self) -> None:
+        ready = self._ready
+        quarter = self.max_message_bytes >> 2
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                text = event.data
+                if event.message_finished and not self._parts:
+                    # Characters, not bytes, so far: only a long text can be over.
+                    if len(text) > quarter and _utf8_size(text) > self.max_message_bytes:
+                        self._refuse(_utf8_size(text))
+                        return
+                    ready.append(text)
+                elif not self._add_part(text, event.message_finished):
+                    return
+            elif isinstance(event, BytesMessage):
+                if not self._add_part(event.data, event.message_finished):
+                    return
+            elif isinstance(event, Ping):
+                self._post(event.response())
+            elif isinstance(event, Pong):
+                self._pong_arrived(event.payload)
+            elif isinstance(event, CloseConnection):
+                self._set_closed(event.code, event.reason or "")
+                if self._ws.state is not ConnectionState.CLOSED:
+                    # The peer's close to answer, or a protocol error wsproto found (the
+                    # connection still open): close with its code.
+                    self._post(event.response())
+                self._post(None)  # then close the stream
+                return
+
+    def _add_part(self, data: str | bytes | bytearray, finished: bool) -> bool:
+        """One fragment of a message; False when the message went over the limit."""
+        if not self._parts and not self._part_bytes:
+            self._binary = not isinstance(data, str)
+        if isinstance(data, str):
+            self._part_bytes += _utf8_size(data)
+            if not self._binary:
+                self._parts.append(data)
+        else:
+            self._part_bytes += len(data)
+        if self._part_bytes > self.max_message_bytes:
+            self._refuse(self._part_bytes, complete=finished)
+            return False
+        if finished:
+            if self._binary:
+                log.warning("binary websocket frame ignored", bytes=self._part_bytes)
+            else:
+                self._ready.append("".join(self._parts))
+            self._parts = []
+            self._part_bytes = 0
+        return True
+
+    def _refuse(self, size: int, *, complete: bool = True) -> None:
+        """A message over the limit: close with 1009; the reader gets the error."""
+        at_least = "" if complete else "at least "
+        reason = f"message of {at_least}{size} bytes over the limit of {self.max_message_bytes}"
+        self._too_large = CodexMessageTooLargeError(
+            f"{self.description}: a {reason}; connection closed (code {MESSAGE_TOO_BIG})",
             close_reason=f"{MESSAGE_TOO_BIG} {reason}",
         )
+        self._parts = []
+        self._set_closed(MESSAGE_TOO_BIG, reason)
+        self._post(CloseConnection(MESSAGE_TOO_BIG, reason[:120]))
+        self._post(None)
 
-    def _ended(self, exc: trio_websocket.ConnectionClosed) -> Exception:
-        """What receiving raises once the connection closed."""
-        if _close_code(exc) == MESSAGE_TOO_BIG:
+    def _end(self) -> BaseException:
+        """What receiving raises once the connection is closed."""
+        if self._too_large is not None:
+            return self._too_large
+        assert self._closed is not None
+        if self._closed[0] == MESSAGE_TOO_BIG:  # the peer found one of ours too big
+            described = _describe(*self._closed)
             return CodexMessageTooLargeError(
-                f"{self.description}: a message exceeded the size limit; "
-                f"connection closed ({_describe_close(exc)})",
-                close_reason=_describe_close(exc),
+                f"{self.description}: a message exceeded the size limit; connection closed "
+                f"({described})",
+                close_reason=described,
             )
         return trio.EndOfChannel()
 
+    def _set_closed(self, code: int, reason: str) -> None:
+        if self._closed is None:
+            self._closed = (int(code), reason)
+        for pong in self._pongs.values():  # nothing will answer a ping now
+            pong.set()
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send(self, value: str) -> None:
+        async with self._send_lock:
+            if self._ws.state is not ConnectionState.OPEN:
+                raise await self.closed_error()
+            try:
+                await self._stream.send_all(self._ws.send(TextMessage(data=value)))
+            except _STREAM_ERRORS as exc:
+                if self._closed is not None:  # closed while we wrote: say how
+                    raise await self.closed_error() from None
+                raise CodexTransportError(f"{self.description}: {exc!r}") from exc
+
+    def _post(self, event: Event | None) -> None:
+        """Queue a control frame for the sender task (None: close the stream after)."""
+        self._outbox.append(event)
+        self._outbox_ready.set()
+
+    async def send_control_frames(self) -> None:
+        """The sender task: writes the reader's pongs and close frames, so that the reader
+        never waits on a write; closes the stream once the connection has ended."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            events, self._outbox = self._outbox, []
+            frames = [event for event in events if event is not None]
+            if frames:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._send_events(frames)
+            if None in events:
+                await self._close_stream()
+                return
+
+    async def _send_events(self, events: list[Event]) -> bool:
+        """Send control frames that the connection's state still allows; False if the
+        stream is broken."""
+        async with self._send_lock:
+            data = bytearray()
+            for event in events:
+                if _can_send(self._ws.state, event):
+                    data += self._ws.send(event)
+            if not data or self._stream_closed:
+                return not self._stream_closed
+            try:
+                await self._stream.send_all(data)
+            except _STREAM_ERRORS:
+                return False
+            return True
+
+    # -- keepalive and closing ------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        """Send a ping and wait for its pong; False if the connection ended first."""
+        payload = next(self._ping_ids).to_bytes(8, "big")
+        pong = self._pongs[payload] = trio.Event()
+        try:
+            if not await self._send_events([Ping(payload)]):
+                return False
+            await self._pump_until(lambda: pong.is_set())
+        finally:
+            del self._pongs[payload]
+        return self._closed is None
+
+    def _pong_arrived(self, payload: bytes | bytearray) -> None:
+        # A pong answers its ping and, by RFC 6455, may stand for the earlier ones too.
+        for sent, pong in self._pongs.items():
+            pong.set()
+            if sent == payload:
+                break
+
+    async def _pump_until(self, done: Callable[[], bool]) -> None:
+        """Wait until `done()`: read as `receive` would when no task is reading (keeping
+        what comes for the reader), or let the task that reads make the progress."""
+        while not done() and self._closed is None:
+            if self._reading or len(self._ready) >= MAX_UNREAD:
+                await self._progress.wait()
+            else:
+                await self._read()
+
+    async def fail_keepalive(self) -> None:
+        """A pong did not come in time: close with 1011 and drop the stream at once."""
+        self.ping_failed = True
+        self._set_closed(KEEPALIVE_TIMEOUT, "keepalive timeout")
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            await self._send_events([CloseConnection(KEEPALIVE_TIMEOUT, "keepalive timeout")])
+        await self._close_stream()
+
     async def aclose(self) -> None:
-        # trio-websocket's aclose waits for the peer's close frame with no bound (and we
-        # shield it), and when the peer closed first it returns without closing the TCP
-        # stream. Bound the wait; then close the stream ourselves (idempotent).
+        """Close (code 1000), wait a bounded time for the peer's close, drop the stream.
+        Control frames not sent yet (a pong, our answer to a close, a 1009) go first."""
         with trio.CancelScope(shield=True):
+            frames = [event for event in self._outbox if event is not None]
+            self._outbox.clear()
+            initiating = self._closed is None and not self._stream_closed
+            if initiating:
+                frames.append(CloseConnection(CloseReason.NORMAL_CLOSURE))
             with trio.move_on_after(CLOSE_TIMEOUT):
-                await self.connection.aclose()
-            await self.connection._stream.aclose()
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()  # the reader was shielded until the close was done
+                # Also waits for frames the sender task is writing now (it holds the lock).
+                if await self._send_events(frames) and initiating:
+                    await self._pump_until(lambda: False)  # until the peer's close
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        if self._closed is None:
+            self._set_closed(CloseReason.ABNORMAL_CLOSURE, "")
+        if not self._stream_closed:
+            self._stream_closed = True
+            # Forcefully: a TLS close_notify must not wait on a peer that is gone.
+            await trio.aclose_forcefully(self._stream)
 
     async def closed_error(self) -> CodexTransportError:
         await trio.lowlevel.checkpoint()
-        reason = self.connection.closed
-        described = _describe_reason(reason) if reason is not None else "connection lost"
+        described = _describe(*self._closed) if self._closed is not None else "connection lost"
         if self.ping_failed:
             described = "no pong to our keepalive ping; " + described
         return CodexTransportError(
             f"{self.description}: websocket closed ({described})", close_reason=described
         )
 
-    @contextmanager
-    def _map_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except trio_websocket.ConnectionClosed as exc:
-            raise CodexTransportError(
-                f"{self.description}: websocket closed ({_describe_close(exc)})",
-                close_reason=_describe_close(exc),
-            ) from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise CodexTransportError(f"{self.description}: {exc!r}") from exc
+
+def _utf8_size(text: str) -> int:
+    # isascii() is a flag check in CPython: the common case costs nothing.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def _close_code(exc: trio_websocket.ConnectionClosed) -> int | None:
-    reason = exc.reason
-    return reason.code if reason is not None else None
+def _can_send(state: ConnectionState, event: Event) -> bool:
+    if isinstance(event, CloseConnection):
+        return state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+    return state is ConnectionState.OPEN
 
 
-def _describe_reason(reason: trio_websocket.CloseReason) -> str:
-    text = f"code {reason.code}"
-    if reason.name:
-        text += f" {reason.name}"
-    if reason.reason:
-        text += f": {reason.reason}"
+def _describe(code: int, reason: str) -> str:
+    """`code 4001: shutting down`, with the RFC's name of a standard code."""
+    text = f"code {code}"
+    try:
+        text += f" {CloseReason(code).name}"
+    except ValueError:
+        pass
+    if reason:
+        text += f": {reason}"
     return text
-
-
-def _describe_close(exc: trio_websocket.ConnectionClosed) -> str:
-    return _describe_reason(exc.reason) if exc.reason is not None else "connection lost"
 
 
 async def _keepalive(transport: WebsocketTransport, *, interval: float, timeout: float) -> None:
     """Ping every `interval` seconds; close the connection when a pong is late."""
-    connection = transport.connection
     while True:
         await trio.sleep(interval)
-        try:
-            with trio.fail_after(timeout):
-                await connection.ping()
-        except trio.TooSlowError:
-            transport.ping_failed = True
+        with trio.move_on_after(timeout) as waiting:
+            answered = await transport.ping()
+        if waiting.cancelled_caught:
             log.warning("websocket keepalive: no pong", url=transport.url, timeout=timeout)
-            await connection.aclose(code=1011, reason="keepalive timeout")
+            await transport.fail_keepalive()
             return
-        except trio_websocket.ConnectionClosed:
-            return
+        if not answered:
+            return  # the connection ended
 
 
 @asynccontextmanager
@@ -231,29 +423,23 @@ async def open_websocket_transport(
     if token:
         extra.append((b"Authorization", f"Bearer {token}".encode("latin-1")))
     host, port, resource, use_tls = _split_url(target)
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    stream = await _connect_stream(target, host, port, use_tls, connect_timeout)
+    try:
+        with trio.fail_after(connect_timeout):
+            ws = await _handshake(stream, target, host_header, resource, extra)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio.TooSlowError):
+            raise CodexTransportError(
+                f"cannot connect to app-server at {target}: no websocket handshake within "
+                f"{connect_timeout} s"
+            ) from None
+        raise
+    transport = WebsocketTransport(stream, ws, url=target, max_message_bytes=max_message_bytes)
     async with open_background_nursery() as nursery:
-        try:
-            connection, reader_scope = await nursery.start(
-                functools.partial(
-                    _run_connection,
-                    target=target,
-                    host=host,
-                    port=port,
-                    resource=resource,
-                    use_tls=use_tls,
-                    extra_headers=extra,
-                    max_message_bytes=max_message_bytes,
-                    connect_timeout=connect_timeout,
-                )
-            )
-        except BaseExceptionGroup as group:
-            raise _connect_error(target, group) from None
-        transport = WebsocketTransport(
-            connection,
-            url=target,
-            reader_scope=reader_scope,
-            max_message_bytes=max_message_bytes,
-        )
+        nursery.start_soon(transport.send_control_frames)
         if ping_interval is not None:
             nursery.start_soon(
                 lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
@@ -264,77 +450,55 @@ async def open_websocket_transport(
             await transport.aclose()
 
 
-async def _run_connection(
-    *,
+async def _handshake(
+    stream: trio.abc.Stream,
     target: str,
-    host: str,
-    port: int,
+    host_header: str,
     resource: str,
-    use_tls: bool,
     extra_headers: list[tuple[bytes, bytes]],
-    max_message_bytes: int,
-    connect_timeout: float,
-    task_status: trio.TaskStatus[tuple[trio_websocket.WebSocketConnection, trio.CancelScope]],
-) -> None:
-    """Open the TCP stream and the websocket on it; host its reader until it ends.
-
-    We own the stream so that it is closed on every failure (trio-websocket leaves the socket
-    of a refused upgrade open). A refusal surfaces as an error of the reader task, hence the
-    nursery here, whose errors `open_websocket_transport` turns into CodexTransportError.
-    """
-    stream = await _connect_stream(target, host, port, use_tls, connect_timeout)
-    started = False
+) -> WSConnection:
+    """Send the upgrade request; return the open connection, or raise why it was refused."""
+    ws = WSConnection(ConnectionType.CLIENT)
     try:
-        with trio.CancelScope() as reader_scope:
-            async with trio.open_nursery() as reader:
-                with trio.fail_after(connect_timeout):
-                    connection = await trio_websocket.wrap_client_stream(
-                        reader,
-                        stream,
-                        host if port in (80, 443) else f"{host}:{port}",
-                        resource,
-                        extra_headers=extra_headers,
-                        max_message_size=max_message_bytes,
-                        message_queue_size=16,
-                        receive_buffer_size=256 * 1024,
-                    )
-                # From now on only the transport stops the reader (after its close
-                # handshake, which needs the reader): a cancelled caller must not kill it
-                # first, or closing would wait for a reply nobody reads.
-                reader_scope.shield = True
-                task_status.started((connection, reader_scope))
-                started = True
-    finally:
-        if not started:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-
-
-def _connect_error(target: str, group: BaseExceptionGroup[BaseException]) -> CodexTransportError:
-    """The CodexTransportError for a failed connection attempt."""
-    for exc in _leaves(group):
-        if isinstance(exc, CodexTransportError):
-            return exc
-        if isinstance(exc, trio_websocket.ConnectionRejected):
-            body = (exc.body or b"").decode("utf-8", errors="replace").strip()
-            return CodexTransportError(
-                f"app-server at {target} refused the websocket: HTTP {exc.status_code}"
-                + (f" {body}" if body else "")
-            )
-    reasons = "; ".join(repr(exc) for exc in _leaves(group))
-    return CodexTransportError(
-        f"cannot connect to app-server at {target}: websocket handshake failed: {reasons}"
+        await stream.send_all(
+            ws.send(Request(host=host_header, target=resource, extra_headers=extra_headers))
+        )
+        status: int | None = None
+        body = bytearray()
+        body_done = False
+        while not body_done and len(body) < REJECT_BODY_BYTES:
+            data = await stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                if status is not None:
+                    break  # a refusal whose body ends with the connection
+                raise CodexTransportError(
+                    f"cannot connect to app-server at {target}: the connection closed during "
+                    "the websocket handshake"
+                )
+            ws.receive_data(bytes(data))
+            # Stop at the answer: frames after it stay with wsproto for the transport.
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    return ws
+                if isinstance(event, RejectConnection):
+                    status = event.status_code
+                    body_done = not event.has_body
+                elif isinstance(event, RejectData):
+                    body += event.data[: REJECT_BODY_BYTES - len(body)]
+                    body_done = event.body_finished
+    except _STREAM_ERRORS as exc:
+        raise CodexTransportError(
+            f"cannot connect to app-server at {target}: websocket handshake failed: {exc!r}"
+        ) from None
+    except ProtocolError as exc:
+        raise CodexTransportError(
+            f"cannot connect to app-server at {target}: websocket handshake failed: {exc}"
+        ) from None
+    text = bytes(body).decode("utf-8", errors="replace").strip()
+    raise CodexTransportError(
+        f"app-server at {target} refused the websocket: HTTP {status}"
+        + (f" {text}" if text else "")
     )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
 
 
 def _split_url(url: str) -> tuple[str, int, str, bool]:
