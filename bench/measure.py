@@ -7,6 +7,8 @@ Modes:
                    with `orchestrator.protocol.jsoncodec.loads`
     client-stdio   `CodexClient.connect_stdio` + `chat_once` or `chat` (`--api`)
     limit-ws       the reference: a bare trio-websocket reader + `jsoncodec.loads`
+    limit-wsproto  a bare wsproto reader on a trio stream + `jsoncodec.loads` (what the
+                   websocket transport is built on: the limit of its parser)
     client-ws      `CodexClient.connect_websocket` + `chat_once` or `chat`
     trivial        `--turns` small turns on one connection and one thread; per-turn latency
     many-limit     `--connections` bare stdio readers in one process, one turn each at once
@@ -107,6 +109,75 @@ async def limit_ws(workload: list[str], timer: Timer) -> dict[str, Any]:
                 events += 1
                 if message["method"] == "turn/completed":
                     break
+    return _throughput(stats, events, None, timer, before)
+
+
+async def limit_wsproto(workload: list[str], timer: Timer) -> dict[str, Any]:
+    """Bare wsproto reader: 256 KiB reads, every frame they complete, `loads` each."""
+    import urllib.parse
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+
+    async with _ws_server(workload) as url:
+        parts = urllib.parse.urlsplit(url)
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        ready: list[str] = []
+        fragments: list[str] = []
+
+        async def read() -> None:
+            ws.receive_data(await stream.receive_some(WS_RECEIVE_BUFFER) or None)
+            for event in ws.events():
+                if isinstance(event, TextMessage):
+                    fragments.append(event.data)
+                    if event.message_finished:
+                        ready.append("".join(fragments))
+                        fragments.clear()
+                elif isinstance(event, Ping):
+                    await stream.send_all(ws.send(event.response()))
+                elif not isinstance(event, AcceptConnection):
+                    raise RuntimeError(f"unexpected {event!r}")
+
+        async def send(text: str) -> None:
+            await stream.send_all(ws.send(TextMessage(data=text)))
+
+        async def response(msg_id: int) -> Any:
+            while True:
+                while not ready:
+                    await read()
+                message = loads(ready.pop(0))
+                if message.get("id") == msg_id:
+                    return message["result"]
+
+        async with stream:
+            await stream.send_all(
+                ws.send(Request(host=f"{parts.hostname}:{parts.port}", target="/"))
+            )
+            while ws.state.name != "OPEN":
+                await read()
+            await send(request_line(1, "initialize", INIT_PARAMS).decode())
+            stats = (await response(1))["bench"]
+            await send('{"method":"initialized"}')
+            await send(request_line(2, "thread/start").decode())
+            thread_id = (await response(2))["thread"]["id"]
+            before = peak_rss_kib()
+            events = 0
+            with timer:
+                await send(request_line(3, "turn/start", {"threadId": thread_id}).decode())
+                await response(3)
+                done = False
+                while not done:
+                    while not ready:
+                        await read()
+                    batch = ready[:]
+                    ready.clear()
+                    for text in batch:
+                        message = loads(text)
+                        events += 1
+                        if message["method"] == "turn/completed":
+                            done = True
+                            break
     return _throughput(stats, events, None, timer, before)
 
 
@@ -258,6 +329,7 @@ MODES = [
     "limit-stdio",
     "client-stdio",
     "limit-ws",
+    "limit-wsproto",
     "client-ws",
     "trivial",
     "many-limit",
@@ -334,6 +406,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 THROUGHPUT_MODES = {
     "limit-stdio": limit_stdio,
     "limit-ws": limit_ws,
+    "limit-wsproto": limit_wsproto,
     "client-stdio": client_stdio,
     "client-ws": client_ws,
 }

@@ -198,6 +198,11 @@ def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
             "bare trio-websocket reader + jsoncodec.loads",
         ),
         Case(
+            "limit-wsproto",
+            measure("limit-wsproto", *best, workload=full),
+            "bare wsproto reader on a trio stream + jsoncodec.loads",
+        ),
+        Case(
             "chat_once-ws",
             measure("client-ws", "--api", "chat_once", *best, workload=full),
             "CodexClient.connect_websocket + chat_once",
@@ -346,6 +351,14 @@ def build_figures(settings: Settings) -> list[Figure]:
             "limit-ws",
             "≥ 0.9x",
             lambda v: v >= 0.9,
+        ),
+        Figure(
+            "websocket events/s, chat_once vs bare wsproto reader (the transport's parser)",
+            "chat_once-ws",
+            "events_per_s",
+            "limit-wsproto",
+            "(no target)",
+            lambda v: True,
         ),
         Figure(
             f"trivial-turn latency, last {settings.window} turns vs turns 10-{9 + settings.window}"
@@ -612,8 +625,12 @@ def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> S
 IMPORT_PROBES = (
     ("the interpreter alone", "pass"),
     ("`import trio`", "import trio"),
-    ("`import trio, trio_websocket`", "import trio, trio_websocket"),
+    ("`import trio, wsproto`", "import trio, wsproto"),
     ("`import orchestrator.client`", "import orchestrator.client"),
+    (
+        "`import orchestrator.transport.websocket`",
+        "import orchestrator.client, orchestrator.transport.websocket",
+    ),
 )
 
 
