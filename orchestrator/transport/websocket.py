@@ -24,7 +24,6 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
-import structlog
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -43,12 +42,13 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import ProtocolError
 
+from orchestrator import lazylog
 from orchestrator.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
 from orchestrator.transport.base import MessageTransport
 
-log = structlog.get_logger("orchestrator.transport.websocket")
+log = lazylog.get_logger("orchestrator.transport.websocket")
 
 ENV_URL = "CODEX_APP_SERVER_WS_URL"
 ENV_TOKEN = "CODEX_APP_SERVER_TOKEN"
