@@ -519,3 +519,24 @@ async def test_a_ping_is_answered_while_nobody_reads(io_clock: trio.testing.Mock
                     await trio.sleep(0.5)
             assert await transport.receive() == "kept"
         nursery.cancel_scope.cancel()
+
+
+async def test_server_pings_mid_stream_are_answered_in_order() -> None:
+    """A server that pings between messages (and waits for each pong) gets every pong while
+    the reader takes a steady stream; every message arrives once, in order."""
+
+    async def stream_with_pings(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        for n in range(2000):
+            await ws.send_message(json.dumps({"n": n}))
+            if n % 200 == 199:
+                with trio.fail_after(10):
+                    await ws.ping()  # returns when our pong arrives
+        await trio.sleep_forever()
+
+    async with serving(stream_with_pings) as url, open_websocket_transport(url) as transport:
+        seen: list[int] = []
+        with trio.fail_after(30):
+            while len(seen) < 2000:
+                seen.extend(json.loads(text)["n"] for text in await transport.receive_batch())
+    assert seen == list(range(2000))
