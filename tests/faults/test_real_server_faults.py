@@ -241,7 +241,8 @@ async def test_killed_while_idle(real: RealServer, figures: Figures) -> None:
     AREA_STOPS,
     "real app-server stopped with SIGTERM mid-turn",
     "the turn fails with CodexTransportError saying how it ended: at once, or promptly after "
-    "codex lets the running turn finish (its graceful drain)",
+    "codex lets the running turn go on (its graceful drain; a drained turn may complete), and "
+    "every later call fails the same way",
 )
 async def test_terminated_mid_turn(real: RealServer, figures: Figures) -> None:
     """SIGTERM mid-turn ends the turn with the way the server ended: over stdio its exit
@@ -250,8 +251,8 @@ async def test_terminated_mid_turn(real: RealServer, figures: Figures) -> None:
 
     codex either exits at once or first lets the running turn finish (a graceful drain: it
     seems to depend on whether the npm launcher's forwarded copy of the signal arrives as a
-    second signal). Drained, the turn's steps are delivered, and the error comes as promptly
-    after the server's last message."""
+    second signal). Drained, the turn's steps are delivered (the turn may even complete), and
+    the error comes as promptly after the server's last message."""
     with trio.fail_after(60):
         async with real.connect() as client:
             stream = client.chat(SLOW, thread_options=real.options())
@@ -259,14 +260,32 @@ async def test_terminated_mid_turn(real: RealServer, figures: Figures) -> None:
             last_message = trio.current_time()
             real.signal(client, signal.SIGTERM)
             drained = []
-            with pytest.raises(CodexTransportError) as caught:
+            try:
                 async for step in stream:
                     drained.append(step)
                     last_message = trio.current_time()
+            except CodexTransportError:
+                completed = False
+            else:
+                # Drained to its end: the turn completed, and the connection's end follows.
+                completed = True
+                assert (await stream.result()).status == "completed"
+                last_message = trio.current_time()
+            await client.reader_done.wait()
             latency = trio.current_time() - last_message
+            # Whichever way it ended, every later call fails with how the connection ended.
+            with pytest.raises(CodexTransportError) as caught:
+                await client.request("thread/start", {})
     for step in drained:
         assert step.turn_id == stream.turn_id and step.text == "SLOW: a long answer"
-    figures.record("behaviour", "drained the turn, then exited" if drained else "exited at once")
+    figures.record(
+        "behaviour",
+        "drained the turn to its end, then exited"
+        if completed
+        else "drained the turn, then exited"
+        if drained
+        else "exited at once",
+    )
     if real.transport == "stdio":
         assert caught.value.exit_status is not None
         assert f"status {caught.value.exit_status}" in str(caught.value)
