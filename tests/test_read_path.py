@@ -639,7 +639,12 @@ async def test_a_websocket_batch_is_every_message_of_one_read() -> None:
             TextMessage("é ✓"),
         ):
             burst.extend(ws.send(message))
-        await stream.send_all(burst)  # one write: the client finds it all in one read
+        # After the client's "go" (not with the handshake's answer, which the transport
+        # reads itself), in one write: the client then finds it all in one read.
+        while not any(isinstance(event, TextMessage) for event in peer_events):
+            ws.receive_data(await stream.receive_some(65536))
+            peer_events.extend(ws.events())
+        await stream.send_all(burst)
         while data := await stream.receive_some(65536):
             ws.receive_data(data)
             for event in ws.events():
@@ -657,6 +662,7 @@ async def test_a_websocket_batch_is_every_message_of_one_read() -> None:
             f"ws://127.0.0.1:{port}", ping_interval=None
         ) as transport:
             sock = transport._stream.socket
+            await transport.send("go")
             with trio.fail_after(10):
                 # Wait (bounded) until the kernel holds the whole burst for us.
                 while not burst or _unread_bytes(sock) < len(burst):

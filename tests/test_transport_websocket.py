@@ -507,7 +507,18 @@ async def test_a_ping_is_answered_while_nobody_reads(io_clock: trio.testing.Mock
     received: list[Event] = []
 
     async def ping(stream: trio.SocketStream, ws: WSConnection) -> None:
-        await stream.send_all(ws.send(TextMessage(data="kept")) + ws.send(Ping(b"hello")))
+        # Wait for the client's first keepalive ping; answer it behind a message and a ping
+        # of ours, so that the keepalive reads both before it finds its pong.
+        while True:
+            ws.receive_data(await stream.receive_some(65536))
+            pings = [event for event in ws.events() if isinstance(event, Ping)]
+            if pings:
+                break
+        await stream.send_all(
+            ws.send(TextMessage(data="kept"))
+            + ws.send(Ping(b"hello"))
+            + ws.send(pings[0].response())
+        )
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(raw_server, ping, received)
