@@ -208,6 +208,11 @@ def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
             "CodexClient.connect_websocket + chat_once",
         ),
         Case(
+            "chat-ws",
+            measure("client-ws", "--api", "chat", *best, workload=full),
+            "CodexClient.connect_websocket + chat (steps not kept)",
+        ),
+        Case(
             "trivial",
             measure("trivial", "--turns", str(settings.turns), "--window", str(settings.window)),
             f"{settings.turns:,} trivial turns, chat_once, one thread, one connection",
@@ -347,6 +352,14 @@ def build_figures(settings: Settings) -> list[Figure]:
         Figure(
             "websocket events/s, chat_once vs bare trio-websocket reader",
             "chat_once-ws",
+            "events_per_s",
+            "limit-ws",
+            "≥ 0.9x",
+            lambda v: v >= 0.9,
+        ),
+        Figure(
+            "websocket events/s, chat vs bare trio-websocket reader",
+            "chat-ws",
             "events_per_s",
             "limit-ws",
             "≥ 0.9x",
