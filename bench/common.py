@@ -7,9 +7,12 @@ client's modules.
 from __future__ import annotations
 
 import cProfile
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+import trio
 
 BENCH = Path(__file__).resolve().parent
 SERVER = BENCH / "fake_server.py"
@@ -54,3 +57,38 @@ class Timer:
         if self._profile is not None and self._path is not None:
             self._profile.disable()
             self._profile.dump_stats(self._path)
+
+
+class ws_server:  # lower case: used like a function, `async with ws_server(...) as url`
+    """Start fake_server.py in websocket mode on a free port; yield its URL; stop it."""
+
+    def __init__(self, workload: list[str]) -> None:
+        self._argv = server_argv([*workload, "--listen", "ws://127.0.0.1:0"])
+        self._process: trio.Process | None = None
+
+    async def __aenter__(self) -> str:
+        self._process = await trio.lowlevel.open_process(self._argv, stdout=subprocess.PIPE)
+        assert self._process.stdout is not None
+        seen = b""
+        with trio.fail_after(120):  # the server encodes the whole turn before listening
+            while b"\n" not in seen:
+                chunk = await self._process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError("the websocket fake server exited before listening")
+                seen += chunk
+        line = seen.split(b"\n", 1)[0].decode()
+        return line.removeprefix("listening ").strip()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is None:
+            return
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()

@@ -20,13 +20,13 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import BareStdio
-from common import TIMEOUT, Timer, server_argv
+from common import TIMEOUT, Timer, server_argv, ws_server
 from rss import current_rss_kib, peak_rss_kib
 
 if TYPE_CHECKING:
@@ -106,13 +106,23 @@ async def many_client(
     return _aggregate(connections, expected, expected, sum(steps), timer, before)
 
 
-async def idle(workload: list[str], connections: int) -> dict[str, Any]:
-    """RSS per idle, initialized connection: (with N - with none) / N."""
-    async with _connect(workload) as warm_up:
+async def idle(workload: list[str], connections: int, transport: str = "stdio") -> dict[str, Any]:
+    """RSS per idle, initialized connection: (with N - with none) / N. Over websocket the
+    connections go to one server and keep their default keepalive (a ping every 20 s)."""
+    if transport == "stdio":
+        return await _idle(lambda: _connect(workload), connections)
+    async with ws_server(workload) as url:
+        return await _idle(lambda: _connect_ws(url), connections)
+
+
+async def _idle(
+    connect: Callable[[], AbstractAsyncContextManager[CodexClient]], connections: int
+) -> dict[str, Any]:
+    async with connect() as warm_up:
         await warm_up.initialize()
     none = _settled_rss()
     async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(_connect(workload)) for _ in range(connections)]
+        clients = [await stack.enter_async_context(connect()) for _ in range(connections)]
         async with trio.open_nursery() as nursery:
             for client in clients:
                 nursery.start_soon(client.initialize)
@@ -145,6 +155,12 @@ def _connect(workload: list[str]) -> AbstractAsyncContextManager[CodexClient]:
     return CodexClient.connect_stdio(
         server_argv(workload), inactivity_timeout=None, request_timeout=TIMEOUT
     )
+
+
+def _connect_ws(url: str) -> AbstractAsyncContextManager[CodexClient]:
+    from orchestrator.client import CodexClient
+
+    return CodexClient.connect_websocket(url, inactivity_timeout=None, request_timeout=TIMEOUT)
 
 
 async def _turn(client: CodexClient, thread_id: str, api: str) -> int:

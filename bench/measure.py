@@ -14,6 +14,7 @@ Modes:
     many-limit     `--connections` bare stdio readers in one process, one turn each at once
     many-client    `--connections` clients in one process, one turn each at once (`--api`)
     idle           resident set per idle, initialized connection (`--connections` of them)
+    idle-ws        the same over websocket, every connection to one server
     scheduler      `--jobs` trivial jobs through the scheduler, step logs and results on disk
     scheduler-bare the same jobs as bare `chat_once` turns, same connections and concurrency
     records        the files the scheduler writes for `--jobs` jobs, alone: no turns
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import INIT_PARAMS, BareStdio, request_line  # bench/ is on sys.path when run as a script
-from common import TIMEOUT, Timer, server_argv
+from common import TIMEOUT, Timer, server_argv, ws_server
 from rss import peak_rss_kib
 
 # The same parser the client uses; this module imports nothing else from the project, so
@@ -79,7 +79,7 @@ async def limit_ws(workload: list[str], timer: Timer) -> dict[str, Any]:
     import trio_websocket
 
     async with (
-        _ws_server(workload) as url,
+        ws_server(workload) as url,
         trio_websocket.open_websocket_url(
             url,
             message_queue_size=WS_QUEUE,
@@ -119,7 +119,7 @@ async def limit_wsproto(workload: list[str], timer: Timer) -> dict[str, Any]:
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-    async with _ws_server(workload) as url:
+    async with ws_server(workload) as url:
         parts = urllib.parse.urlsplit(url)
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
         ws = WSConnection(ConnectionType.CLIENT)
@@ -224,7 +224,7 @@ async def client_ws(workload: list[str], api: str, timer: Timer) -> dict[str, An
     from orchestrator.client import CodexClient
 
     async with (
-        _ws_server(workload) as url,
+        ws_server(workload) as url,
         CodexClient.connect_websocket(
             url, ping_interval=None, inactivity_timeout=None, request_timeout=TIMEOUT
         ) as client,
@@ -290,41 +290,6 @@ def _throughput(
     }
 
 
-class _ws_server:  # lower case: used like a function, `async with _ws_server(...) as url`
-    """Start fake_server.py in websocket mode on a free port; yield its URL; stop it."""
-
-    def __init__(self, workload: list[str]) -> None:
-        self._argv = server_argv([*workload, "--listen", "ws://127.0.0.1:0"])
-        self._process: trio.Process | None = None
-
-    async def __aenter__(self) -> str:
-        self._process = await trio.lowlevel.open_process(self._argv, stdout=subprocess.PIPE)
-        assert self._process.stdout is not None
-        seen = b""
-        with trio.fail_after(120):  # the server encodes the whole turn before listening
-            while b"\n" not in seen:
-                chunk = await self._process.stdout.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError("the websocket fake server exited before listening")
-                seen += chunk
-        line = seen.split(b"\n", 1)[0].decode()
-        return line.removeprefix("listening ").strip()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        process = self._process
-        if process is None:
-            return
-        with trio.CancelScope(shield=True):
-            process.terminate()
-            with trio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
-
-
 MODES = [
     "limit-stdio",
     "client-stdio",
@@ -335,6 +300,7 @@ MODES = [
     "many-limit",
     "many-client",
     "idle",
+    "idle-ws",
     "scheduler",
     "scheduler-bare",
     "records",
@@ -347,14 +313,15 @@ def _other_mode(
 ) -> Callable[[], Awaitable[dict[str, Any]]]:
     """The modes of bench/fleet.py, bench/overhead.py and bench/steplog.py, imported only
     when chosen (what a measurement imports is part of its RSS)."""
-    if args.mode in ("many-limit", "many-client", "idle"):
+    if args.mode in ("many-limit", "many-client", "idle", "idle-ws"):
         import fleet
 
         if args.mode == "many-limit":
             return partial(fleet.many_limit, workload, args.connections, timer)
         if args.mode == "many-client":
             return partial(fleet.many_client, workload, args.connections, args.api, timer)
-        return partial(fleet.idle, workload, args.connections)
+        transport = "ws" if args.mode == "idle-ws" else "stdio"
+        return partial(fleet.idle, workload, args.connections, transport)
     if args.mode in ("scheduler", "scheduler-bare", "records"):
         import overhead
 

@@ -267,6 +267,11 @@ def scale_cases(settings: Settings) -> list[Case]:
             f"{settings.fleet} initialized idle connections vs none",
         ),
         Case(
+            "idle-ws",
+            measure("idle-ws", *fleet, workload=["--trivial"]),
+            f"{settings.fleet} initialized idle websocket connections (keepalive on) vs none",
+        ),
+        Case(
             "jobs-bare",
             measure("scheduler-bare", *jobs, workload=["--trivial"]),
             f"{settings.jobs:,} trivial turns, one chat_once each, {shape}",
@@ -458,6 +463,16 @@ def scale_figures(settings: Settings) -> list[Figure]:
             f"idle connection cost (RSS with {settings.fleet} idle connections - none) / "
             f"{settings.fleet}",
             "idle",
+            "per_connection_kib",
+            None,
+            "≤ 32 KiB",
+            lambda v: v <= 32,
+            unit=" KiB",
+        ),
+        Figure(
+            f"idle websocket connection cost, the same with {settings.fleet} websocket "
+            "connections (keepalive on)",
+            "idle-ws",
             "per_connection_kib",
             None,
             "≤ 32 KiB",
@@ -965,7 +980,7 @@ def write_report(
     for case in cases:
         runs = results[case.name]
         failures = [r["error"] for r in runs if "error" in r]
-        if case.name in ("trivial", "idle"):
+        if case.name in ("trivial", "idle", "idle-ws"):
             continue  # described below the table
         cells = [
             _cell(values(runs, "events_per_s"), "{:,.0f}"),
@@ -1055,6 +1070,14 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
             "initialized idle ones: "
             f"{cell('idle', 'per_connection_kib', '{:.1f}')} KiB each. The pipes and the "
             "app-servers' own memory are outside this process.",
+        ]
+    if values(results.get("idle-ws", []), "per_connection_kib"):
+        out += [
+            "",
+            "Idle websocket connections (all to one server, a keepalive task each): resident "
+            f"set {cell('idle-ws', 'rss_none_kib', '{:.1f}', 1 / MIB)} MiB with none, "
+            f"{cell('idle-ws', 'rss_idle_kib', '{:.1f}', 1 / MIB)} MiB with {settings.fleet}: "
+            f"{cell('idle-ws', 'per_connection_kib', '{:.1f}')} KiB each.",
         ]
     if values(results.get("many-chat", []), "elapsed_s"):
         out += [

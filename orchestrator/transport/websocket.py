@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -73,7 +73,8 @@ class WebsocketTransport(MessageTransport):
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        ws: Connection,
+        nursery: trio.Nursery,
         *,
         url: str,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -84,6 +85,7 @@ class WebsocketTransport(MessageTransport):
         self.ping_failed = False
         self._stream = stream
         self._ws = ws
+        self._nursery = nursery  # where the sender task runs, when there is something to send
         self._ready: list[str] = []  # messages read and not yet handed out
         self._parts: list[str] = []  # a fragmented text message so far
         self._part_bytes = 0
@@ -92,7 +94,7 @@ class WebsocketTransport(MessageTransport):
         self._progress = trio.Event()  # set (and replaced) after each read
         self._send_lock = trio.Lock()  # wsproto's send and the stream's send_all, in order
         self._outbox: list[Event | None] = []  # control frames for the sender task
-        self._outbox_ready = trio.Event()
+        self._sending = False  # the sender task runs
         self._pongs: dict[bytes, trio.Event] = {}
         self._ping_ids = itertools.count()
         # How the connection ended (code, reason), once it has; set once.
@@ -145,9 +147,8 @@ class WebsocketTransport(MessageTransport):
         if ws.state is ConnectionState.CLOSED:
             self._set_closed(CloseReason.ABNORMAL_CLOSURE, "")
             return
-        ws.receive_data(
-            bytes(data) if data else None
-        )  # None: the end of the stream, without a close frame
+        # None: the end of the stream, without a close frame.
+        ws.receive_data(bytes(data) if data else None)
         self._take_events()
 
     def _take_events(self) -> None:
@@ -249,24 +250,31 @@ class WebsocketTransport(MessageTransport):
                 raise CodexTransportError(f"{self.description}: {exc!r}") from exc
 
     def _post(self, event: Event | None) -> None:
-        """Queue a control frame for the sender task (None: close the stream after)."""
+        """Queue a control frame for the sender task (None: close the stream after). The
+        task runs only while there is something to send: an idle connection has none."""
         self._outbox.append(event)
-        self._outbox_ready.set()
+        if not self._sending:
+            self._sending = True
+            try:
+                self._nursery.start_soon(self._send_control_frames)
+            except RuntimeError:  # the transport's nursery is closed: so is the connection
+                self._sending = False
 
-    async def send_control_frames(self) -> None:
+    async def _send_control_frames(self) -> None:
         """The sender task: writes the reader's pongs and close frames, so that the reader
         never waits on a write; closes the stream once the connection has ended."""
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready = trio.Event()
-            events, self._outbox = self._outbox, []
-            frames = [event for event in events if event is not None]
-            if frames:
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    await self._send_events(frames)
-            if None in events:
-                await self._close_stream()
-                return
+        try:
+            while self._outbox:
+                events, self._outbox = self._outbox, []
+                frames = [event for event in events if event is not None]
+                if frames:
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await self._send_events(frames)
+                if None in events:
+                    await self._close_stream()
+                    return
+        finally:
+            self._sending = False
 
     async def _send_events(self, events: list[Event]) -> bool:
         """Send control frames that the connection's state still allows; False if the
@@ -437,9 +445,10 @@ async def open_websocket_transport(
                 f"{connect_timeout} s"
             ) from None
         raise
-    transport = WebsocketTransport(stream, ws, url=target, max_message_bytes=max_message_bytes)
     async with open_background_nursery() as nursery:
-        nursery.start_soon(transport.send_control_frames)
+        transport = WebsocketTransport(
+            stream, ws, nursery, url=target, max_message_bytes=max_message_bytes
+        )
         if ping_interval is not None:
             nursery.start_soon(
                 lambda: _keepalive(transport, interval=ping_interval, timeout=ping_timeout)
@@ -456,8 +465,11 @@ async def _handshake(
     host_header: str,
     resource: str,
     extra_headers: list[tuple[bytes, bytes]],
-) -> WSConnection:
-    """Send the upgrade request; return the open connection, or raise why it was refused."""
+) -> Connection:
+    """Send the upgrade request; return the open connection, or raise why it was refused.
+
+    The connection is wsproto's, without the handshake's HTTP state (kept by `WSConnection`
+    for as long as it lives, and of no use once the connection is open)."""
     ws = WSConnection(ConnectionType.CLIENT)
     try:
         await stream.send_all(
@@ -479,7 +491,8 @@ async def _handshake(
             # Stop at the answer: frames after it stay with wsproto for the transport.
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
-                    return ws
+                    assert ws.connection is not None
+                    return ws.connection
                 if isinstance(event, RejectConnection):
                     status = event.status_code
                     body_done = not event.has_body
