@@ -100,7 +100,7 @@ class Settings:
             fleet_notifications=10_000,
             jobs=1_000,
             log_steps=100_000,
-            best_of=3,
+            best_of=5,
             seed=not args.no_seed,
             profile=not args.no_profile,
             output=BENCH / "RESULTS.md",
