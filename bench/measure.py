@@ -305,6 +305,7 @@ MODES = [
     "scheduler-bare",
     "records",
     "steplog",
+    "soak",
 ]
 
 
@@ -341,6 +342,18 @@ def _other_mode(
             timer,
             args.results_in,
         )
+    if args.mode == "soak":
+        import soak
+
+        return partial(
+            soak.soak,
+            workload,
+            args.jobs,
+            args.connections,
+            args.threads,
+            args.window,
+            args.results_in,
+        )
     import steplog
 
     return partial(steplog.steplog, workload, args.log, timer)
@@ -357,12 +370,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--api", choices=["chat_once", "chat"], default="chat_once")
     parser.add_argument("--turns", type=int, default=10_000)
-    parser.add_argument("--window", type=int, default=100, help="turns per latency window")
+    parser.add_argument(
+        "--window", type=int, default=100, help="trivial: turns per window; soak: jobs"
+    )
     parser.add_argument("--connections", type=int, default=100, help="many-*, idle, scheduler*")
-    parser.add_argument("--jobs", type=int, default=1_000, help="scheduler*: jobs (turns)")
+    parser.add_argument("--jobs", type=int, default=1_000, help="scheduler*, soak: jobs (turns)")
     parser.add_argument("--threads", type=int, default=4, help="scheduler*: slots per connection")
     parser.add_argument("--log", choices=["jsonl", "null"], default="jsonl", help="steplog")
-    parser.add_argument("--results-in", help="scheduler, records: results under this directory")
+    parser.add_argument(
+        "--results-in", help="scheduler, records, soak: results under this directory"
+    )
     parser.add_argument("--profile", help="write a cProfile of the timed window here")
     parser.add_argument(
         "--best-of", type=int, default=1, help="limit-*, client-*: runs, the fastest counts"

@@ -63,6 +63,8 @@ class Settings:
     fleet: int  # connections in one process
     fleet_notifications: int  # per connection
     jobs: int
+    soak_jobs: int  # through a serving scheduler, as the daemon runs them
+    soak_window: int
     log_steps: int
     best_of: int  # runs per throughput measurement; the fastest counts
     seed: bool
@@ -83,6 +85,8 @@ class Settings:
                 fleet=10,
                 fleet_notifications=1_000,
                 jobs=100,
+                soak_jobs=500,
+                soak_window=100,
                 log_steps=5_000,
                 best_of=1,
                 seed=False,
@@ -99,6 +103,8 @@ class Settings:
             fleet=100,
             fleet_notifications=10_000,
             jobs=1_000,
+            soak_jobs=10_000,
+            soak_window=1_000,
             log_steps=100_000,
             best_of=5,
             seed=not args.no_seed,
@@ -310,6 +316,18 @@ def scale_cases(settings: Settings) -> list[Case]:
                 "the same files written alone on tmpfs",
             )
         )
+    soak = ("--jobs", str(settings.soak_jobs), "--window", str(settings.soak_window))
+    soak += ("--connections", str(JOB_CONNECTIONS), "--threads", str(JOB_THREADS))
+    if TMPFS.is_dir():
+        soak += ("--results-in", str(TMPFS))
+    cases.append(
+        Case(
+            "soak",
+            measure("soak", *soak, workload=["--trivial"]),
+            f"{settings.soak_jobs:,} trivial jobs through a serving scheduler as the daemon runs "
+            f"them (journals, durable records{' on tmpfs' if TMPFS.is_dir() else ''}), {shape}",
+        )
+    )
     steps = settings.steps_workload()
     return [
         *cases,
@@ -524,6 +542,26 @@ def scale_figures(settings: Settings) -> list[Figure]:
             minus="jobs-records-tmpfs",
         ),
         Figure(
+            f"wall time per job, {settings.soak_jobs:,} jobs through a serving scheduler (the "
+            f"daemon's), last {settings.soak_window:,} vs jobs {settings.soak_window + 1:,}-"
+            f"{2 * settings.soak_window:,}",
+            "soak",
+            "slowdown",
+            None,
+            "≤ 1.2x (set here, as for turns)",
+            lambda v: v <= 1.2,
+        ),
+        Figure(
+            f"RSS growth per 1,000 jobs through a serving scheduler, after the first "
+            f"{2 * settings.soak_window:,}",
+            "soak",
+            "rss_growth_per_1000_jobs_kib",
+            None,
+            "(no target)",
+            lambda v: True,
+            unit=" KiB",
+        ),
+        Figure(
             f"events/s, one turn of {settings.log_steps:,} steps through JobRunner, "
             "step log written vs dropped",
             "steplog-jsonl",
@@ -586,6 +624,12 @@ def _brief(result: dict[str, Any]) -> str:
         return (
             f"{result['jobs']:,} jobs in {result['elapsed_s']:.2f} s "
             f"({result['ms_per_job']:.2f} ms each), peak RSS {result['peak_rss_mib']:.1f} MiB"
+        )
+    if "slowdown" in result:
+        return (
+            f"{result['jobs']:,} daemon jobs in {result['elapsed_s']:.2f} s, last window "
+            f"{result['slowdown']:.2f}x the second, RSS {result['rss_second_window_kib'] / MIB:.1f}"
+            f" -> {result['rss_last_window_kib'] / MIB:.1f} MiB"
         )
     if "per_connection_kib" in result:
         return (
@@ -1109,6 +1153,28 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
             f"{cell('jobs-records-tmpfs', 'ms_per_job', '{:.2f}')} ms on tmpfs: creating a "
             "directory and two files costs this machine's disk more than a trivial turn costs "
             "the client.",
+        ]
+    soak = results.get("soak", [])
+    if values(soak, "elapsed_s"):
+        last = next(r for r in reversed(soak) if "error" not in r)
+        out += [
+            "",
+            f"Daemon jobs ({settings.soak_jobs:,} one-turn jobs submitted to `Scheduler.serve` "
+            "while fewer than two per slot are in it, each journaled and its records fsynced, "
+            f"{JOB_CONNECTIONS} connections x {JOB_THREADS} threads): "
+            f"{_cell(values(soak, 'ms_per_job_second_window'), '{:.2f}')} ms per job over jobs "
+            f"{settings.soak_window + 1:,}-{2 * settings.soak_window:,}, "
+            f"{_cell(values(soak, 'ms_per_job_last_window'), '{:.2f}')} ms over the last "
+            f"{settings.soak_window:,}; resident set "
+            f"{cell('soak', 'rss_second_window_kib', '{:.1f}', 1 / MIB)} MiB after the "
+            f"second window, {cell('soak', 'rss_last_window_kib', '{:.1f}', 1 / MIB)} "
+            "MiB after the last. Jobs left in memory at the end: "
+            f"{last['states_kept']}; journal files: {last['journal_files']:,} (one per job). "
+            "Per window (last round): "
+            + ", ".join(
+                f"{w['ms_per_job']:.2f} ms/{w['rss_kib'] / MIB:.1f} MiB" for w in last["windows"]
+            )
+            + ".",
         ]
     if values(results.get("steplog-jsonl", []), "elapsed_s"):
         out += [
