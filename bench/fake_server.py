@@ -14,6 +14,12 @@ over many turns, and for many jobs). Every `thread/start` gets a thread id of it
 first one is the prepared turn's), and a turn runs on the thread `turn/start` names, so that
 concurrent threads on one connection route apart.
 
+Server requests (stdio only): `--request-every N` puts a command approval request (as codex
+sends `item/commandExecution/requestApproval`) after every Nth line of the prepared turn, and
+goes on streaming without waiting for the answer. A thread reads the client's messages as they
+come and notes when each answer arrives; at the end of input the server writes, to
+`--report FILE`, how long each answer took from the moment its request was written.
+
 Transports: stdio (JSONL on stdin/stdout) by default; `--listen ws://127.0.0.1:PORT` serves a
 websocket instead (port 0 picks one) and prints `listening ws://HOST:PORT` on stdout first.
 
@@ -26,8 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -337,10 +346,15 @@ class Session:
 
 
 class Prepared:
-    """The stream turn (`turn-1`), encoded, framed and batched before serving starts."""
+    """The stream turn (`turn-1`), encoded, framed and batched before serving starts.
+
+    With `--request-every`, each approval request ends a chunk: `request_ids` maps such a
+    chunk (by identity) to its request's id, so that the writer notes when it went out.
+    """
 
     def __init__(self, args: argparse.Namespace, frame: Callable[[bytes], bytes]) -> None:
         self.frame = frame
+        self.request_ids: dict[int, int] = {}
         if args.trivial:
             self.chunks: list[bytes] = []
             self.stats = {"notifications": 8, "steps": 1, "bytes": 0}
@@ -352,8 +366,51 @@ class Prepared:
             "steps": completed - 1,  # the echoed user message is not a step
             "bytes": sum(len(line) for line in lines),
             "largest": max(len(line) for line in lines),
+            "requests": 0,
         }
-        self.chunks = batches([frame(line) for line in lines])
+        if not args.request_every:
+            self.chunks = batches([frame(line) for line in lines])
+            return
+        self.chunks = []
+        for part, request_id in _split_for_requests(lines, args.request_every):
+            self.chunks += batches([frame(line) for line in part])
+            if request_id is not None:
+                request = frame(approval_request(request_id))
+                self.chunks.append(request)
+                self.request_ids[id(request)] = request_id
+        self.stats["requests"] = len(self.request_ids)
+
+
+def _split_for_requests(lines: list[bytes], every: int) -> Iterator[tuple[list[bytes], int | None]]:
+    """The turn's lines in runs of `every`, each but the closing one followed by the id of
+    the request that goes after it (none after the last two lines: the turn ends there)."""
+    body, closing = lines[:-2], lines[-2:]
+    for request_id, start in enumerate(range(0, len(body), every)):
+        yield body[start : start + every], request_id
+    yield closing, None
+
+
+def approval_request(request_id: int) -> bytes:
+    """A command approval request of the prepared turn, shaped as codex sends it."""
+    command = f"/bin/bash -c 'echo {request_id}'"
+    return encode(
+        {
+            "id": request_id,
+            "method": "item/commandExecution/requestApproval",
+            "params": {
+                "kind": "command",
+                "threadId": THREAD_ID,
+                "turnId": "turn-1",
+                "itemId": f"call_{request_id:04d}",
+                "startedAtMs": BASE_MS,
+                "environmentId": "local",
+                "command": command,
+                "cwd": "/",
+                "commandActions": [{"type": "unknown", "command": command}],
+                "availableDecisions": ["accept", "cancel"],
+            },
+        }
+    )
 
 
 def prepared_lines(args: argparse.Namespace) -> list[bytes]:
@@ -374,14 +431,63 @@ def prepared_lines(args: argparse.Namespace) -> list[bytes]:
 
 def serve_stdio(args: argparse.Namespace) -> None:
     """JSONL on stdin/stdout until stdin closes."""
-    session = Session(args, Prepared(args, frame=lambda line: line))
+    prepared = Prepared(args, frame=lambda line: line)
+    session = Session(args, prepared)
     out = sys.stdout.buffer
+    if prepared.request_ids:
+        serve_stdio_with_requests(args, session, prepared)
+        return
     for raw in sys.stdin.buffer:
         if not raw.strip():
             continue
         for chunk in session.handle(json.loads(raw)):
             out.write(chunk)
         out.flush()
+
+
+def serve_stdio_with_requests(
+    args: argparse.Namespace, session: Session, prepared: Prepared
+) -> None:
+    """As `serve_stdio`, with a thread reading stdin, so that an answer is timed when it
+    arrives, not when the writer gets round to reading it."""
+    incoming: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+    sent: dict[int, float] = {}
+    answered: dict[int, tuple[float, Any]] = {}
+
+    def read() -> None:
+        for raw in sys.stdin.buffer:
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "method" not in message and message.get("id") in prepared.request_ids.values():
+                answered[message["id"]] = (time.perf_counter(), message.get("result"))
+            else:
+                incoming.put(message)
+        incoming.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    out = sys.stdout.buffer
+    while (message := incoming.get()) is not None:
+        for chunk in session.handle(message):
+            out.write(chunk)
+            request_id = prepared.request_ids.get(id(chunk))
+            if request_id is not None:
+                out.flush()
+                sent[request_id] = time.perf_counter()
+        out.flush()
+    reader.join()
+    latencies = sorted((answered[rid][0] - sent[rid]) * 1000 for rid in sent if rid in answered)
+    report = {
+        "requests": len(prepared.request_ids),
+        "sent": len(sent),
+        "answered": len(answered),
+        "accepted": sum(1 for _, r in answered.values() if (r or {}).get("decision") == "accept"),
+        "latencies_ms": latencies,
+    }
+    if args.report:
+        with open(args.report, "w") as file:
+            json.dump(report, file)
 
 
 def serve_websocket(args: argparse.Namespace) -> None:
@@ -459,6 +565,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trivial", action="store_true", help="answer every turn/start small")
     parser.add_argument("--listen", default="stdio://", help="stdio:// or ws://HOST:PORT")
+    parser.add_argument(
+        "--request-every",
+        type=int,
+        default=0,
+        help="stdio: a command approval request after every Nth line of the stream turn",
+    )
+    parser.add_argument("--report", help="with --request-every: write answer times here")
     parser.add_argument(
         "--turn-cache",
         help="file holding the encoded stream turn: read if present, else written (for many "
