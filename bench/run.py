@@ -63,6 +63,7 @@ class Settings:
     fleet: int  # connections in one process
     fleet_notifications: int  # per connection
     jobs: int
+    request_every: int  # lines of the streamed turn between two approval requests
     soak_jobs: int  # through a serving scheduler, as the daemon runs them
     soak_window: int
     log_steps: int
@@ -85,6 +86,7 @@ class Settings:
                 fleet=10,
                 fleet_notifications=1_000,
                 jobs=100,
+                request_every=200,
                 soak_jobs=500,
                 soak_window=100,
                 log_steps=5_000,
@@ -103,6 +105,7 @@ class Settings:
             fleet=100,
             fleet_notifications=10_000,
             jobs=1_000,
+            request_every=1_000,
             soak_jobs=10_000,
             soak_window=1_000,
             log_steps=100_000,
@@ -197,6 +200,18 @@ def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
             "chat-stdio",
             measure("client-stdio", "--api", "chat", *best, workload=full),
             "CodexClient.connect_stdio + chat (steps not kept)",
+        ),
+        Case(
+            "approvals-stdio",
+            measure(
+                "client-approvals",
+                "--api",
+                "chat",
+                *best,
+                workload=[*full, "--request-every", str(settings.request_every)],
+            ),
+            f"chat, the same turn with a command approval request after every "
+            f"{settings.request_every:,}th line, each accepted by the approval handler",
         ),
         Case(
             "limit-ws",
@@ -562,6 +577,26 @@ def scale_figures(settings: Settings) -> list[Figure]:
             unit=" KiB",
         ),
         Figure(
+            f"stdio events/s, chat, {settings.notifications:,} notifications with an approval "
+            f"request answered every "
+            f"{settings.request_every:,} lines, vs the same turn without",
+            "approvals-stdio",
+            "events_per_s",
+            "chat-stdio",
+            "(no target)",
+            lambda v: True,
+        ),
+        Figure(
+            "time from a request written to its answer read, seen by the server, "
+            "approval requests mid-stream (median)",
+            "approvals-stdio",
+            "answer_p50_ms",
+            None,
+            "(no target)",
+            lambda v: True,
+            unit=" ms",
+        ),
+        Figure(
             f"events/s, one turn of {settings.log_steps:,} steps through JobRunner, "
             "step log written vs dropped",
             "steplog-jsonl",
@@ -666,6 +701,11 @@ class Spread:
 def values(results: list[dict[str, Any]], key: str) -> list[float]:
     """The key's values over the rounds that succeeded."""
     return [r[key] for r in results if "error" not in r and key in r]
+
+
+def last_success(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last round's result among those that succeeded (there is one)."""
+    return next(r for r in reversed(results) if "error" not in r)
 
 
 def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> Spread | None:
@@ -1036,7 +1076,7 @@ def write_report(
         out.append(f"| {case.name} | {what} | " + " | ".join(cells) + " |")
     trivial = results.get("trivial", [])
     if values(trivial, "median_ms"):
-        last = next(r for r in reversed(trivial) if "error" not in r)
+        last = last_success(trivial)
         out += [
             "",
             f"Trivial turns ({settings.turns:,} `chat_once` turns on one thread and one "
@@ -1156,7 +1196,7 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
         ]
     soak = results.get("soak", [])
     if values(soak, "elapsed_s"):
-        last = next(r for r in reversed(soak) if "error" not in r)
+        last = last_success(soak)
         out += [
             "",
             f"Daemon jobs ({settings.soak_jobs:,} one-turn jobs submitted to `Scheduler.serve` "
@@ -1175,6 +1215,23 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
                 f"{w['ms_per_job']:.2f} ms/{w['rss_kib'] / MIB:.1f} MiB" for w in last["windows"]
             )
             + ".",
+        ]
+    if values(results.get("approvals-stdio", []), "answer_p50_ms"):
+        out += [
+            "",
+            f"Approval requests mid-stream (`chat` over stdio, a request after every "
+            f"{settings.request_every:,} lines of the turn, "
+            f"{cell('approvals-stdio', 'requests', '{:.0f}')} in all, each accepted by an "
+            "approval handler; the server streams on without waiting): every request answered; "
+            f"{cell('approvals-stdio', 'events_per_s', '{:,.0f}')} events/s. From the moment "
+            "the server has written a request to the moment it reads the answer: median "
+            f"{cell('approvals-stdio', 'answer_p50_ms', '{:.1f}')} ms, p99 "
+            f"{cell('approvals-stdio', 'answer_p99_ms', '{:.1f}')} ms, max "
+            f"{cell('approvals-stdio', 'answer_max_ms', '{:.1f}')} ms. Most of it is the "
+            "stream ahead of the request: the client reads in order, and the server's stdout "
+            "pipe holds up to 1 MiB (the client enlarges it for throughput), a few "
+            "milliseconds of reading at this rate. A real server waits for the answer and "
+            "sends little meanwhile.",
         ]
     if values(results.get("steplog-jsonl", []), "elapsed_s"):
         out += [
