@@ -289,9 +289,22 @@ class CodexClient:
             self.reader_done.set()
 
     async def _write_loop(self) -> None:
+        take = self._outgoing_receive.receive_nowait
         async for text in self._outgoing_receive:
+            # What was queued meanwhile goes out in the same write. While the reader is busy
+            # with a fast stream, the writer gets a turn only every scheduler round or two;
+            # one message per turn would let answers to server requests pile up.
+            batch = [text]
             try:
-                await self.transport.send(text)
+                while len(batch) < WRITE_QUEUE_SIZE:
+                    batch.append(take())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                pass
+            try:
+                if len(batch) == 1:
+                    await self.transport.send(text)
+                else:
+                    await self.transport.send_batch(batch)
             except CodexTransportError as exc:
                 # A failed write may have sent part of a line: the connection is unusable.
                 self._fail_everything(exc)

@@ -613,3 +613,49 @@ async def test_errors_from_the_block_are_not_wrapped(fake_server: FakeAppServer)
             await fake_server.close()
             await client.reader_done.wait()
             await client.request("thread/start")
+
+
+async def test_answers_queued_behind_a_slow_write_go_out_in_one(
+    fake_server: FakeAppServer,
+) -> None:
+    """While one write is slow (a busy reader leaves the writer few turns; here, a stalled
+    peer), the answers queued behind it go out together in the next write, in order; none
+    waits for a write of its own."""
+    client_end = fake_server.client_end  # type: ignore[attr-defined]
+    first_write_done = trio.Event()
+    gate = trio.Event()
+    writes: list[int] = []
+    batching = False
+    send, send_batch = client_end.send, client_end.send_batch
+
+    async def stalled_send(value: str) -> None:
+        if batching:  # the memory transport's batch is a loop of sends
+            await send(value)
+            return
+        writes.append(1)
+        if not first_write_done.is_set():
+            await gate.wait()
+            first_write_done.set()
+        await send(value)
+
+    async def recorded_send_batch(values: list[str]) -> None:
+        nonlocal batching
+        writes.append(len(values))
+        batching = True
+        await send_batch(values)
+        batching = False
+
+    client_end.send, client_end.send_batch = stalled_send, recorded_send_batch
+
+    async def accept(request: ServerRequest) -> dict[str, Any]:
+        return {"decision": "accept", "n": request.params["n"]}
+
+    async with CodexClient.over(client_end, approval_handler=accept), trio.open_nursery() as n:
+        for number in range(20):
+            n.start_soon(
+                fake_server.server_request, "item/commandExecution/requestApproval", {"n": number}
+            )
+            await trio.testing.wait_all_tasks_blocked()  # answered in the order asked
+        gate.set()
+    assert writes == [1, 19]
+    assert fake_server.responses == {}  # every server_request got its answer

@@ -100,6 +100,17 @@ async def test_round_trip_through_an_echoing_child() -> None:
     assert received == [{"n": i, "text": "héllo ✓"} for i in range(3)]
 
 
+async def test_a_batch_goes_out_as_lines_of_their_own() -> None:
+    """`send_batch` writes several messages at once; each arrives as a message of its own."""
+    messages = [json.dumps({"n": i, "text": "héllo ✓"}) for i in range(5)]
+    with trio.fail_after(PROMPTLY):
+        async with open_stdio_transport(python(ECHO)) as transport:
+            await transport.send_batch(messages)
+            await transport.send_batch(messages[:1])
+            received = [await transport.receive() for _ in range(6)]
+    assert received == [*messages, messages[0]]
+
+
 async def test_messages_written_in_many_small_flushes_arrive_whole() -> None:
     """A child that writes each line in tiny flushed pieces still delivers whole messages."""
     messages = [json.dumps({"id": i, "result": {"pad": "x" * (40 + i)}}) for i in range(4)]

@@ -147,6 +147,14 @@ async def test_text_frames_round_trip() -> None:
         ]
 
 
+async def test_a_batch_goes_out_as_frames_of_their_own() -> None:
+    """`send_batch` writes several messages at once; each is a text frame of its own."""
+    messages = [json.dumps({"n": i, "text": "héllo ✓"}) for i in range(5)]
+    async with serving(echo) as url, open_websocket_transport(url) as transport:
+        await transport.send_batch(messages)
+        assert [await transport.receive() for _ in messages] == messages
+
+
 @pytest.mark.fault(
     "client: hostile input",
     "websocket: a binary frame",

@@ -28,6 +28,12 @@ class MessageTransport(trio.abc.Channel[str]):
         """
         return [await self.receive()]
 
+    async def send_batch(self, values: Sequence[str]) -> None:
+        """Send these messages in order, in as few writes as the transport can (one for
+        stdio and websocket). Same errors as `send`."""
+        for value in values:
+            await self.send(value)
+
     async def closed_error(self) -> CodexTransportError:
         """Why the peer is gone (exit status, close code, stderr tail), once it is."""
         await trio.lowlevel.checkpoint()

@@ -106,6 +106,11 @@ class StdioTransport(MessageTransport):
         with map_io_errors(self.description):
             await self._stdin.send_all(value.encode("utf-8") + b"\n")
 
+    async def send_batch(self, values: Sequence[str]) -> None:
+        # A JSON text has no raw newline: joined, each is still a line of its own.
+        with map_io_errors(self.description):
+            await self._stdin.send_all(("\n".join(values) + "\n").encode("utf-8"))
+
     async def receive(self) -> str:
         while not self._lines:
             self._lines.extend(await self._read_lines())

@@ -21,7 +21,7 @@ import itertools
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -239,11 +239,15 @@ class WebsocketTransport(MessageTransport):
     # -- sending --------------------------------------------------------------------------
 
     async def send(self, value: str) -> None:
+        await self.send_batch((value,))
+
+    async def send_batch(self, values: Sequence[str]) -> None:
         async with self._send_lock:
             if self._ws.state is not ConnectionState.OPEN:
                 raise await self.closed_error()
+            data = b"".join(self._ws.send(TextMessage(data=value)) for value in values)
             try:
-                await self._stream.send_all(self._ws.send(TextMessage(data=value)))
+                await self._stream.send_all(data)
             except _STREAM_ERRORS as exc:
                 if self._closed is not None:  # closed while we wrote: say how
                     raise await self.closed_error() from None
