@@ -16,9 +16,11 @@ concurrent threads on one connection route apart.
 
 Server requests (stdio only): `--request-every N` puts a command approval request (as codex
 sends `item/commandExecution/requestApproval`) after every Nth line of the prepared turn, and
-goes on streaming without waiting for the answer. A thread reads the client's messages as they
-come and notes when each answer arrives; at the end of input the server writes, to
-`--report FILE`, how long each answer took from the moment its request was written.
+goes on streaming without waiting for the answer; only the turn's two closing notifications
+wait for every answer (as codex does not end a turn with a request open). A thread reads the
+client's messages as they come and notes when each answer arrives; at the end of input the
+server writes, to `--report FILE`, how long each answer took from the moment its request was
+written.
 
 Transports: stdio (JSONL on stdin/stdout) by default; `--listen ws://127.0.0.1:PORT` serves a
 websocket instead (port 0 picks one) and prints `listening ws://HOST:PORT` on stdout first.
@@ -349,12 +351,14 @@ class Prepared:
     """The stream turn (`turn-1`), encoded, framed and batched before serving starts.
 
     With `--request-every`, each approval request ends a chunk: `request_ids` maps such a
-    chunk (by identity) to its request's id, so that the writer notes when it went out.
+    chunk (by identity) to its request's id, so that the writer notes when it went out; and
+    the closing notifications are chunks of their own, `closing` (by identity).
     """
 
     def __init__(self, args: argparse.Namespace, frame: Callable[[bytes], bytes]) -> None:
         self.frame = frame
         self.request_ids: dict[int, int] = {}
+        self.closing: set[int] = set()
         if args.trivial:
             self.chunks: list[bytes] = []
             self.stats = {"notifications": 8, "steps": 1, "bytes": 0}
@@ -373,8 +377,11 @@ class Prepared:
             return
         self.chunks = []
         for part, request_id in _split_for_requests(lines, args.request_every):
-            self.chunks += batches([frame(line) for line in part])
-            if request_id is not None:
+            chunks = batches([frame(line) for line in part])
+            self.chunks += chunks
+            if request_id is None:
+                self.closing.update(id(chunk) for chunk in chunks)
+            else:
                 request = frame(approval_request(request_id))
                 self.chunks.append(request)
                 self.request_ids[id(request)] = request_id
@@ -453,6 +460,7 @@ def serve_stdio_with_requests(
     incoming: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
     sent: dict[int, float] = {}
     answered: dict[int, tuple[float, Any]] = {}
+    all_answered = threading.Event()
 
     def read() -> None:
         for raw in sys.stdin.buffer:
@@ -461,6 +469,8 @@ def serve_stdio_with_requests(
             message = json.loads(raw)
             if "method" not in message and message.get("id") in prepared.request_ids.values():
                 answered[message["id"]] = (time.perf_counter(), message.get("result"))
+                if len(answered) == len(prepared.request_ids):
+                    all_answered.set()
             else:
                 incoming.put(message)
         incoming.put(None)
@@ -470,6 +480,9 @@ def serve_stdio_with_requests(
     out = sys.stdout.buffer
     while (message := incoming.get()) is not None:
         for chunk in session.handle(message):
+            if id(chunk) in prepared.closing:
+                out.flush()
+                all_answered.wait(timeout=60)  # the client's failure shows in the report
             out.write(chunk)
             request_id = prepared.request_ids.get(id(chunk))
             if request_id is not None:

@@ -36,14 +36,12 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-import trio.testing
 from bare import INIT_PARAMS, BareStdio, request_line  # bench/ is on sys.path when run as a script
 from common import TIMEOUT, Timer, server_argv, ws_server
 from rss import peak_rss_kib
@@ -220,39 +218,11 @@ async def client_stdio(workload: list[str], api: str, timer: Timer) -> dict[str,
 
 
 async def client_approvals(workload: list[str], api: str, timer: Timer) -> dict[str, Any]:
-    """The client over stdio on a turn with approval requests among its notifications
-    (`--request-every` in the workload), each accepted by an approval handler. The server
-    times every answer from the moment it wrote the request, and reports at its exit."""
-    from orchestrator.client import CodexClient, ServerRequest
+    """`chat` on a turn with approval requests (bench/approvals.py, imported only when
+    chosen: what a measurement imports is part of its RSS)."""
+    import approvals
 
-    async def accept(request: ServerRequest) -> dict[str, Any]:
-        return {"decision": "accept"}
-
-    with tempfile.TemporaryDirectory(prefix="bench-approvals-") as tmp:
-        report_path = f"{tmp}/report.json"
-        async with CodexClient.connect_stdio(
-            server_argv([*workload, "--report", report_path]),
-            approval_handler=accept,
-            inactivity_timeout=None,
-            request_timeout=TIMEOUT,
-        ) as client:
-            result = await client_turn(client, api, timer)
-            # The server does not wait for its answers before it ends the turn (codex
-            # would): let the last ones go out. Once every task waits, the client's writer
-            # has nothing left to write.
-            await trio.testing.wait_all_tasks_blocked()
-        # Written by the server as it exits.
-        report = json.loads(await trio.Path(report_path).read_text())
-    latencies = report["latencies_ms"]
-    if not latencies or report["accepted"] != report["requests"]:
-        raise RuntimeError(f"of {report['requests']} requests: {report}")
-    return {
-        **result,
-        "requests": report["requests"],
-        "answer_p50_ms": statistics.median(latencies),
-        "answer_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "answer_max_ms": latencies[-1],
-    }
+    return await approvals.client_approvals(workload, api, timer, client_turn)
 
 
 async def client_ws(workload: list[str], api: str, timer: Timer) -> dict[str, Any]:
