@@ -48,6 +48,6 @@ def connection_spec(name: str, workload: list[str], threads: int) -> ConnectionS
 def log_like_the_cli() -> None:
     """JSON log lines on stderr, as `orchestrator run` writes them when stderr is no terminal
     (bench/run.py reads the measurement's stderr through a pipe)."""
-    from orchestrator.logs import configure_logging
+    from orchestrator._util.logs import configure_logging
 
     configure_logging("json")

@@ -53,9 +53,9 @@ async def scheduler(
 ) -> dict[str, Any]:
     """The jobs through `Scheduler`, with its records under `results_in` (default: the
     system's temporary directory)."""
-    from orchestrator.actor import ConnectionActor
-    from orchestrator.batch import _log_change  # what run_batch reports changes with
-    from orchestrator.scheduler import ActorPool, Scheduler
+    from orchestrator.app.batch import _log_change  # what run_batch reports changes with
+    from orchestrator.runtime.actor import ConnectionActor
+    from orchestrator.runtime.scheduler import ActorPool, Scheduler
     from orchestrator.store.files import ensure_dir
     from orchestrator.store.layout import ResultsLayout
 

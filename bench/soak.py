@@ -38,9 +38,9 @@ async def soak(
     results_in: str | None = None,
 ) -> dict[str, Any]:
     """`jobs` one-turn jobs through a serving scheduler; per-window figures."""
-    from orchestrator.actor import ConnectionActor
-    from orchestrator.logs import configure_logging
-    from orchestrator.scheduler import ActorPool, Scheduler
+    from orchestrator._util.logs import configure_logging
+    from orchestrator.runtime.actor import ConnectionActor
+    from orchestrator.runtime.scheduler import ActorPool, Scheduler
     from orchestrator.store.files import ensure_dir
     from orchestrator.store.journal import Journals
     from orchestrator.store.layout import ResultsLayout

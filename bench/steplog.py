@@ -48,8 +48,8 @@ class NullStepLog:
 
 async def steplog(workload: list[str], log: str, timer: Timer) -> dict[str, Any]:
     """One job of one turn through `JobRunner`; step log `jsonl` or `null`."""
-    from orchestrator.actor import ConnectionActor
-    from orchestrator.runner import JobRunner
+    from orchestrator.runtime.actor import ConnectionActor
+    from orchestrator.runtime.runner import JobRunner
     from orchestrator.store.files import JsonlLog
 
     log_like_the_cli()

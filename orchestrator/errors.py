@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.models import ChatContinuation, ConversationStep
+    from orchestrator.protocol.values import ChatContinuation, ConversationStep
 
 
 class CodexError(Exception):

@@ -1,7 +1,7 @@
 """The batch runner end to end: real `codex app-server` 0.169.0 behind the scripted model.
 
 Each test writes its own config and task files under `tmp_path`, runs them through
-`orchestrator.cli.main` (or `run_batch` where it needs to act during the run), and checks the
+`orchestrator.app.cli.main` (or `run_batch` where it needs to act during the run), and checks the
 result files, step logs and summary the run leaves on disk.
 """
 
@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import trio
 
-import orchestrator.batch
-from orchestrator.actor import ConnectionActor
-from orchestrator.batch import run_batch
-from orchestrator.cli import main
+import orchestrator.app.batch
+from orchestrator.app.batch import run_batch
+from orchestrator.app.cli import main
 from orchestrator.config import load_config
 from orchestrator.jobs.load import load_task_files
+from orchestrator.runtime.actor import ConnectionActor
 from orchestrator.scripted import open_scripted_provider, write_codex_home
 from orchestrator.transport.stdio import StdioTransport
 from tests.real_server import kill_group, open_ws_app_server
@@ -753,7 +753,7 @@ async def test_killed_app_server_is_restarted_and_the_job_completes(
         actors[actor.name] = actor
         return actor
 
-    monkeypatch.setattr(orchestrator.batch, "ConnectionActor", recording_actor)
+    monkeypatch.setattr(orchestrator.app.batch, "ConnectionActor", recording_actor)
     config_path = write_config(tmp_path, stdio_connection("doomed"), stdio_connection("steady"))
     taskfile = write_text(
         tmp_path / "tasks.toml",

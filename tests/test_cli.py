@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from orchestrator.cli import main
+from orchestrator.app.cli import main
 from orchestrator.scripted import open_scripted_provider, write_codex_home
 from tests.real_server import open_ws_app_server
 

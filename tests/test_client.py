@@ -557,11 +557,11 @@ async def test_memory_stays_flat_over_ten_thousand_turns(
         assert result.status == "completed"
     gc.collect()
     stats = client.statistics()
-    assert stats["turns"] == 0
-    assert stats["watched_threads"] == 0
-    assert stats["pending_requests"] == 0
-    assert stats["parking_lots"] == 0
-    assert stats["unrouted_kept"] <= 256
+    assert stats.turns == 0
+    assert stats.watched_threads == 0
+    assert stats.pending_requests == 0
+    assert stats.parking_lots == 0
+    assert stats.unrouted_kept <= 256
     assert len(gc.get_objects()) - baseline < 2000
 
 
@@ -575,8 +575,8 @@ async def test_abandoned_turn_is_cleaned_up(
         await stream.aclose()
     await trio.testing.wait_all_tasks_blocked()
     stats = client.statistics()
-    assert stats["turns"] <= 256
-    assert stats["parking_lots"] == 0
+    assert stats.turns <= 256
+    assert stats.parking_lots == 0
 
 
 async def test_continuation_of_a_forgotten_turn_is_rebuilt_from_thread_read(
@@ -592,7 +592,7 @@ async def test_continuation_of_a_forgotten_turn_is_rebuilt_from_thread_read(
 
     fake_server.turn_script = script
     first = await client.chat_once("q")
-    assert client.statistics()["turns"] == 0
+    assert client.statistics().turns == 0
     late = ChatContinuation(thread_id=first.thread_id, turn_id=first.turn_id, cursor=1)
     rest = await client.chat_once(continuation=late)
     assert [s.text for s in rest.steps] == ["b", "c"]

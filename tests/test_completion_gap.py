@@ -71,8 +71,8 @@ async def test_lost_turn_completed_is_closed_from_thread_read(
     assert result.final_text == "the answer"
     assert GAP <= trio.current_time() - start < GAP + 1
     assert stored.reads == 1
-    assert gap_client.statistics()["completion_gaps_closed"] == 1
-    assert gap_client.statistics()["turns"] == 0
+    assert gap_client.statistics().completion_gaps_closed == 1
+    assert gap_client.statistics().turns == 0
 
 
 async def test_streamed_steps_are_not_repeated_after_the_gap(
@@ -108,7 +108,7 @@ async def test_a_running_turn_is_left_alone_and_checked_once_per_gap(
     assert result.status == "completed"
     assert [s.text for s in result.steps] == ["working", "done"]
     assert stored.reads == 3  # one per quiet gap, no busy loop
-    assert gap_client.statistics()["completion_gaps_closed"] == 0
+    assert gap_client.statistics().completion_gaps_closed == 0
 
 
 async def test_an_open_item_or_a_pending_approval_is_not_a_gap(

@@ -13,9 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator.actor import ConnectionActor
 from orchestrator.client import ApprovalHandler, CodexClient, CodexTransportError
 from orchestrator.config import ConnectionSpec
+from orchestrator.runtime.actor import ConnectionActor
 from tests.test_scheduler import FakeFleet, jobs_from, records, result, run
 
 JOBS = "".join(f'[[jobs]]\nid = "j{n}"\nprompt = "hello"\n' for n in range(6))

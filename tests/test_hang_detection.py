@@ -11,11 +11,11 @@ import pytest
 import trio
 
 from orchestrator.client import (
-    LIVENESS_PROBE,
     CodexClient,
     CodexTimeoutError,
     CodexTransportError,
 )
+from orchestrator.protocol.methods import LIVENESS_PROBE
 from orchestrator.transport.memory import MemoryTransport
 from tests.fake_app_server import FakeAppServer, FakeTurn
 

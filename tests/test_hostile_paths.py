@@ -24,12 +24,12 @@ import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.cli import main
+from orchestrator.app.cli import main
+from orchestrator.app.daemon import Inbox, daemon_lock, request_cancel
 from orchestrator.config import OrchestratorConfig, load_config
-from orchestrator.daemon import Inbox, daemon_lock, request_cancel
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_files
-from orchestrator.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.scheduler import ActorPool, Scheduler
 from orchestrator.store.files import (
     JsonlLog,
     UnsafePath,

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-import orchestrator.scheduler
+import orchestrator.runtime.scheduler
 from orchestrator.store.files import JsonlLog
 from tests.test_scheduler import FakeFleet, jobs_from, result, run
 
@@ -56,7 +56,7 @@ async def test_a_storage_error_fails_only_its_job(
     fleet: FakeFleet,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(orchestrator.scheduler, "JsonlLog", DiskFullFor)
+    monkeypatch.setattr(orchestrator.runtime.scheduler, "JsonlLog", DiskFullFor)
     summary = await run(tmp_path, jobs_from(tmp_path, JOBS), fleet.actors(["x", "y"], 2))
     statuses = {job["job_id"]: job["status"] for job in summary["jobs"]}
     assert statuses == {
@@ -82,7 +82,7 @@ async def test_an_internal_error_fails_only_its_job(
     fleet: FakeFleet,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(orchestrator.scheduler, "JsonlLog", BuggyFor)
+    monkeypatch.setattr(orchestrator.runtime.scheduler, "JsonlLog", BuggyFor)
     summary = await run(tmp_path, jobs_from(tmp_path, JOBS), fleet.actors(["x"], 4))
     statuses = {job["job_id"]: job["status"] for job in summary["jobs"]}
     assert statuses["c"] == "failed"
@@ -98,15 +98,15 @@ async def test_an_unwritable_result_still_leaves_the_job_failed_in_the_summary(
 ) -> None:
     """Even the result file cannot be written: the job is failed in memory and in the
     summary, the others complete."""
-    real_write = orchestrator.scheduler.write_json_atomic
+    real_write = orchestrator.runtime.scheduler.write_json_atomic
 
     def write(path: str | Path, data: Any, **options: Any) -> None:
         if Path(path).parent.name == "c":
             raise OSError(errno.EROFS, "Read-only file system")
         real_write(path, data, **options)
 
-    monkeypatch.setattr(orchestrator.scheduler, "JsonlLog", DiskFullFor)
-    monkeypatch.setattr(orchestrator.scheduler, "write_json_atomic", write)
+    monkeypatch.setattr(orchestrator.runtime.scheduler, "JsonlLog", DiskFullFor)
+    monkeypatch.setattr(orchestrator.runtime.scheduler, "write_json_atomic", write)
     summary = await run(tmp_path, jobs_from(tmp_path, JOBS), fleet.actors(["x"], 4))
     jobs = {job["job_id"]: job for job in summary["jobs"]}
     assert jobs["c"]["status"] == "failed"

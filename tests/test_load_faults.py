@@ -32,15 +32,15 @@ import pytest
 import trio
 import trio.testing
 
-import orchestrator.scheduler
+import orchestrator.runtime.scheduler
 import orchestrator.store.files
-from orchestrator.actor import ConnectionActor
 from orchestrator.client import ApprovalHandler, CodexClient
 from orchestrator.config import ConnectionSpec
 from orchestrator.errors import CodexTransportError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
-from orchestrator.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.actor import ConnectionActor
+from orchestrator.runtime.scheduler import ActorPool, Scheduler
 from orchestrator.store.journal import Journals
 from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
@@ -508,7 +508,7 @@ async def test_500_jobs_with_connections_lost_mid_turn(
         writes[data["job_id"]] += 1
         real_write(path, data, **options)
 
-    monkeypatch.setattr(orchestrator.scheduler, "write_json_atomic", counting_write)
+    monkeypatch.setattr(orchestrator.runtime.scheduler, "write_json_atomic", counting_write)
     results = store_dir / "results"
     journals = Journals(store_dir / "state")
     running = virtual = 0.0  # wall and virtual time spent running jobs (not checking them)
@@ -555,9 +555,9 @@ async def test_500_jobs_with_connections_lost_mid_turn(
                     assert actor.slots.value == MAX_THREADS
                     client, _ = await actor.wait_client()
                     stats = client.statistics()
-                    assert stats["turns"] == stats["watched_threads"] == 0, stats
-                    assert stats["pending_requests"] == stats["parking_lots"] == 0, stats
-                    assert stats["finished_unread"] == 0, stats
+                    assert stats.turns == stats.watched_threads == 0, stats
+                    assert stats.pending_requests == stats.parking_lots == 0, stats
+                    assert stats.finished_unread == 0, stats
             nursery.cancel_scope.cancel()
     finally:
         tracemalloc.stop()

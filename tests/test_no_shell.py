@@ -83,7 +83,7 @@ def shell_uses(source: str, filename: str = "<source>") -> list[str]:
 def test_the_scan_covers_the_project() -> None:
     """The scan finds the package, the scripts, the benchmarks and the examples."""
     files = {path.relative_to(REPO).as_posix() for path in python_files()}
-    assert {"orchestrator/client.py", "orchestrator/transport/stdio.py"} <= files
+    assert {"orchestrator/client/_connection.py", "orchestrator/transport/stdio.py"} <= files
     assert "examples/client_offline.py" in files
     assert any(name.startswith("bench/") for name in files)
     assert any(name.startswith("scripts/") for name in files)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.jobs.model import ApprovalRules, Decision, InactivityAction, JobSpec
-from orchestrator.policy import answer_request, command_segments, decide_command, on_inactivity
+from orchestrator.jobs.policy import answer_request, command_segments, decide_command, on_inactivity
 
 ALLOW_GIT = ApprovalRules(
     commands=Decision.DECLINE,

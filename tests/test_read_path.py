@@ -570,7 +570,7 @@ async def test_early_events_and_garbage_in_batches(
     result = await batch_client.chat_once("q")
     assert [step.text for step in result.steps] == ["early", "late"]
     assert batch_client.bad_messages == 2
-    assert batch_client.statistics()["turns"] == 0
+    assert batch_client.statistics().turns == 0
 
 
 # -- transports ---------------------------------------------------------------------------------

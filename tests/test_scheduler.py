@@ -14,13 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator.actor import ConnectionActor
-from orchestrator.batch import Progress
+from orchestrator.app.batch import Progress
 from orchestrator.client import ApprovalHandler, CodexClient
 from orchestrator.config import ConnectionSpec
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
-from orchestrator.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.actor import ConnectionActor
+from orchestrator.runtime.scheduler import ActorPool, Scheduler
 from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.memory import memory_transport_pair
 from tests.fake_app_server import FakeAppServer, FakeTurn

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from orchestrator.batch import run_batch
+from orchestrator._util.logs import configure_logging
+from orchestrator.app.batch import run_batch
 from orchestrator.config import load_config
 from orchestrator.jobs.load import load_task_files
-from orchestrator.logs import configure_logging
 from orchestrator.scripted import open_scripted_provider, write_codex_home
 from tests.real_server import open_ws_app_server
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from orchestrator import logs
-from orchestrator.runner import TurnOutcome
+from orchestrator._util import logs
+from orchestrator.runtime.runner import TurnOutcome
 from orchestrator.store import files
 from orchestrator.store.files import utc_now, write_json_atomic
 

@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from orchestrator.client import ApprovalHandler, CodexClient, CodexThreadBusyError
-from orchestrator.runner import THREAD_BUSY_WAIT
+from orchestrator.runtime.runner import THREAD_BUSY_WAIT
 from orchestrator.transport.memory import memory_transport_pair
 from tests.fake_app_server import FakeAppServer
 from tests.test_scheduler import FakeFleet, directed_turn, jobs_from, records, result, run

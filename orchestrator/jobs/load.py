@@ -16,14 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from orchestrator.jobs.model import (
-    JobSpec,
-    TaskFile,
-    check_defaults,
-    read_job,
-    read_job_id,
-)
-from orchestrator.tomlsource import (
+from orchestrator.config.readers import (
     Layer,
     Problem,
     Problems,
@@ -32,6 +25,13 @@ from orchestrator.tomlsource import (
     check_keys,
     describe,
     read_toml,
+)
+from orchestrator.jobs.model import (
+    JobSpec,
+    TaskFile,
+    check_defaults,
+    read_job,
+    read_job_id,
 )
 
 TOP_LEVEL_KEYS = ("defaults", "jobs")

@@ -17,8 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from orchestrator.models import ThreadOptions
-from orchestrator.tomlsource import (
+from orchestrator.config.readers import (
     Layer,
     Problems,
     Where,
@@ -35,6 +34,7 @@ from orchestrator.tomlsource import (
     read_table,
     resolve_dir,
 )
+from orchestrator.protocol.values import ThreadOptions
 
 K = TypeVar("K")
 V = TypeVar("V")

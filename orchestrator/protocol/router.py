@@ -15,6 +15,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import attrs
+
 from orchestrator.protocol import jsoncodec
 from orchestrator.protocol.jsonrpc import Notification, RequestId
 from orchestrator.protocol.turn import DEFAULT_MAX_BUFFERED_EVENTS, TurnTracker
@@ -56,6 +58,17 @@ def ids_of(note_params: dict[str, Any]) -> tuple[str | None, str | None]:
         thread_id if isinstance(thread_id, str) else None,
         turn_id if isinstance(turn_id, str) else None,
     )
+
+
+@attrs.frozen(kw_only=True)
+class RouterStatistics:
+    """Sizes of everything a router holds (for tests and diagnostics)."""
+
+    turns: int
+    watched_threads: int
+    unrouted_kept: int
+    unrouted_total: int
+    finished_unread: int
 
 
 class Router:
@@ -243,12 +256,12 @@ class Router:
                 if now:
                     tracker.last_activity = max(tracker.last_activity, now)
 
-    def statistics(self) -> dict[str, int]:
-        """Sizes of everything the router holds (for tests and diagnostics)."""
-        return {
-            "turns": len(self.turns),
-            "watched_threads": len(self.watched),
-            "unrouted_kept": len(self.unrouted),
-            "unrouted_total": self.unrouted_count,
-            "finished_unread": len(self._finished_unread),
-        }
+    def statistics(self) -> RouterStatistics:
+        """Sizes of everything the router holds."""
+        return RouterStatistics(
+            turns=len(self.turns),
+            watched_threads=len(self.watched),
+            unrouted_kept=len(self.unrouted),
+            unrouted_total=self.unrouted_count,
+            finished_unread=len(self._finished_unread),
+        )

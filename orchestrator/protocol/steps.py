@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.models import ConversationStep
+from orchestrator.protocol.values import ConversationStep
 
 STEP_TYPES = {
     "reasoning": "thinking",

@@ -12,7 +12,6 @@ import math
 from collections import deque
 from typing import Any
 
-from orchestrator.models import ChatContinuation, ConversationStep, TokenUsage
 from orchestrator.protocol.jsonrpc import Notification, RequestId
 from orchestrator.protocol.steps import (
     NOT_STEPS,
@@ -20,10 +19,15 @@ from orchestrator.protocol.steps import (
     final_text_from_items,
     step_from_item,
 )
+from orchestrator.protocol.values import (
+    ChatContinuation,
+    ConversationStep,
+    TokenUsage,
+    TurnStatus,
+)
 
 DEFAULT_MAX_BUFFERED_EVENTS = 50_000
 
-TERMINAL_STATUSES = frozenset({"completed", "interrupted", "failed"})
 TURN_COMPLETED = "turn/completed"
 ITEM_COMPLETED = "item/completed"
 ITEM_STARTED = "item/started"
@@ -49,7 +53,7 @@ class TurnTracker:
         self.max_buffered_events = max_buffered_events
         self.pending_requests: set[RequestId] = set()
         self.readers = 0
-        self.status: str | None = None  # set by turn/completed
+        self.status: TurnStatus | None = None  # set by turn/completed
         self.error: dict[str, Any] | None = None
         self.last_error_event: dict[str, Any] | None = None
         self.overflowed = False
@@ -98,8 +102,8 @@ class TurnTracker:
         if method == TURN_COMPLETED:
             turn = params.get("turn")
             turn = turn if isinstance(turn, dict) else {}
-            status = turn.get("status")
-            self.status = status if isinstance(status, str) else "failed"
+            # A status we do not know cannot count as completed.
+            self.status = TurnStatus.ended(turn.get("status")) or TurnStatus.FAILED
             error = turn.get("error")
             self.error = error if isinstance(error, dict) else None
             items = turn.get("items")
@@ -179,8 +183,8 @@ class TurnTracker:
             if note.params["item"].get("id") not in self._seen_item_ids:
                 self._enqueue(note)
         self._delivered = cursor
-        status = turn.get("status")
-        if self.status is None and status in TERMINAL_STATUSES:
+        status = TurnStatus.ended(turn.get("status"))
+        if self.status is None and status is not None:
             self.status = status
             error = turn.get("error")
             self.error = error if isinstance(error, dict) else None

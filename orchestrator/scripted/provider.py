@@ -29,7 +29,7 @@ import attrs
 import h11
 import trio
 
-from orchestrator.concurrency import open_background_nursery
+from orchestrator._util.concurrency import open_background_nursery
 from orchestrator.scripted.script import HttpError, ItemIds, Script
 from orchestrator.scripted.sse import error_body, stream_steps
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.concurrency import open_background_nursery
+from orchestrator._util.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES, LineFramer, MessageTooLarge
 from orchestrator.transport.base import MessageTransport, map_io_errors

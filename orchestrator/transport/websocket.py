@@ -42,8 +42,8 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import ProtocolError
 
-from orchestrator import lazylog
-from orchestrator.concurrency import open_background_nursery
+from orchestrator._util import lazylog
+from orchestrator._util.concurrency import open_background_nursery
 from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.protocol.framing import MAX_MESSAGE_BYTES
 from orchestrator.transport.base import MessageTransport

@@ -250,7 +250,7 @@ async def test_hostile_message_mid_turn_is_skipped(text: str, bad: int | None) -
                 other_rest = [step.text async for step in other]
                 other_result = await other.result()
                 assert not client.closed
-                assert client.statistics()["pending_requests"] == 0
+                assert client.statistics().pending_requests == 0
             nursery.cancel_scope.cancel()
     assert [s.text for s in hurt.steps] == ["before", "after"]
     assert hurt.status == "completed" and hurt.final_text == "after"
@@ -415,6 +415,6 @@ async def test_flood_of_unrouted_notifications_is_bounded(
         result = await client.chat_once("q")
     assert [s.text for s in result.steps] == ["before", "after"]
     stats = client.statistics()
-    assert stats["unrouted_total"] >= flood  # (thread/started is unrouted too)
-    assert stats["unrouted_kept"] <= 256
-    assert stats["turns"] == 0
+    assert stats.unrouted_total >= flood  # (thread/started is unrouted too)
+    assert stats.unrouted_kept <= 256
+    assert stats.turns == 0

@@ -16,12 +16,14 @@ import trio
 import trio.testing
 
 from orchestrator.client import (
-    OVERLOAD_BASE_DELAY,
-    OVERLOAD_MAX_DELAY,
-    OVERLOAD_RETRIES,
     CodexClient,
     CodexOverloadedError,
     ThreadOptions,
+)
+from orchestrator.protocol.rpc import (
+    OVERLOAD_BASE_DELAY,
+    OVERLOAD_MAX_DELAY,
+    OVERLOAD_RETRIES,
 )
 from orchestrator.transport.memory import memory_transport_pair
 from tests.faults.hostile_server import HostileAppServer

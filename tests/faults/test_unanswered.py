@@ -98,7 +98,7 @@ async def test_unanswered_request_times_out_while_the_rest_goes_on(
         nursery.cancel_scope.cancel()
     assert timed_out == [fires_at]
     assert meanwhile.status == after.status == "completed"
-    assert stats["pending_requests"] == 0 and stats["turns"] == 0
+    assert stats.pending_requests == 0 and stats.turns == 0
     assert client.bad_messages == 0
     assert late_answers(logs) == (1 if answer == "late" else 0)
     figures.record("timeout fired after", timed_out[0], "s (virtual)")
@@ -125,8 +125,8 @@ async def test_unanswered_turn_start_leaves_nothing_behind(
             assert trio.current_time() - started == 10
             stats = client.statistics()
         nursery.cancel_scope.cancel()
-    assert stats["watched_threads"] == 0 and stats["turns"] == 0
-    assert stats["pending_requests"] == 0 and stats["parking_lots"] == 0
+    assert stats.watched_threads == 0 and stats.turns == 0
+    assert stats.pending_requests == 0 and stats.parking_lots == 0
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ async def test_late_answer_over_a_real_transport(transport: str, figures: Figure
                         await trio.sleep(0.01)  # until the late answer has come and gone
                 after = await client.chat_once("after")
                 assert not client.closed and client.bad_messages == 0
-                assert client.statistics()["pending_requests"] == 0
+                assert client.statistics().pending_requests == 0
             await other.finish()
     assert 0.3 <= waited < 0.3 + 1.0
     assert meanwhile.status == after.status == "completed"

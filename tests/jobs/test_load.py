@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.readers import Where
 from orchestrator.errors import ConfigError
 from orchestrator.jobs import (
     ApprovalRules,
@@ -16,8 +17,7 @@ from orchestrator.jobs import (
     load_task_file,
     load_task_files,
 )
-from orchestrator.models import ThreadOptions
-from orchestrator.tomlsource import Where
+from orchestrator.protocol.values import ThreadOptions
 from tests.jobs.conftest import WriteFile
 
 

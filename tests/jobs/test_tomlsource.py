@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.tomlsource import KeyPath, TomlSource, format_path
+from orchestrator.config.readers import KeyPath, TomlSource, format_path
 
 TEXT = textwrap.dedent(
     '''\

@@ -1,17 +1,43 @@
 """Values the client hands to its callers: steps, results, continuations, options.
 
 Pure data (attrs, frozen); no I/O. `step.data` and `raw_events` hold the server's JSON exactly
-as it arrived, so nothing the server said is hidden behind our summaries.
+as it arrived, so nothing the server said is hidden behind our summaries. They live in the
+protocol layer because its sans-IO turn tracker builds them; `orchestrator.client` re-exports
+every one.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 JsonObject = dict[str, Any]
+
+
+class TurnStatus(enum.StrEnum):
+    """How a turn stands: the server's `TurnStatus`, and `cancelled` (ours, never the
+    server's: the orchestrator stopped the turn and recorded it so)."""
+
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    IN_PROGRESS = "inProgress"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def ended(cls, value: object) -> TurnStatus | None:
+        """The terminal status a server's value names (`completed`, `interrupted`,
+        `failed`), else None."""
+        return _TERMINAL.get(value) if isinstance(value, str) else None
+
+
+_TERMINAL = {
+    status.value: status
+    for status in (TurnStatus.COMPLETED, TurnStatus.INTERRUPTED, TurnStatus.FAILED)
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +100,7 @@ class ChatResult:
 
     thread_id: str
     turn_id: str
-    status: str
+    status: TurnStatus
     final_text: str | None
     steps: tuple[ConversationStep, ...] = ()
     usage: TokenUsage | None = None
@@ -100,7 +126,7 @@ class CancelResult:
     raw_events: tuple[JsonObject, ...] = attrs.field(repr=False)
     was_completed: bool
     was_interrupted: bool
-    status: str | None = None
+    status: TurnStatus | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -35,12 +35,12 @@ import attrs
 import structlog
 import trio
 
-from orchestrator.actor import ConnectionActor
-from orchestrator.batch import open_actor_env
-from orchestrator.config import OrchestratorConfig, load_config
+from orchestrator.app.batch import open_actor_env
+from orchestrator.config.model import OrchestratorConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_file
-from orchestrator.scheduler import ActorPool, JobState, Scheduler
+from orchestrator.runtime.actor import ConnectionActor
+from orchestrator.runtime.scheduler import ActorPool, JobState, Scheduler
 from orchestrator.store.files import (
     ensure_dir,
     read_json,
@@ -51,7 +51,7 @@ from orchestrator.store.files import (
 from orchestrator.store.journal import JobProgress, Journals
 from orchestrator.store.layout import ResultsLayout, check_job_id
 
-log = structlog.get_logger("orchestrator.daemon")
+log = structlog.get_logger("orchestrator.app.daemon")
 
 POLL_INTERVAL = 0.5
 STATUS_INTERVAL = 1.0

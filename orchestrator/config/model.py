@@ -18,8 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from orchestrator.jobs.model import FrozenMap, JobSpec, freeze_str_map
-from orchestrator.tomlsource import (
+from orchestrator.config.readers import (
     SECONDS_CAP,
     Problem,
     Problems,
@@ -36,6 +35,7 @@ from orchestrator.tomlsource import (
     read_toml,
     resolve_dir,
 )
+from orchestrator.jobs.model import FrozenMap, JobSpec, freeze_str_map
 
 CONNECTION_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+\Z")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -20,14 +20,14 @@ import attrs
 import structlog
 import trio
 
-from orchestrator.actor import ConnectionActor
 from orchestrator.jobs.model import JobSpec
-from orchestrator.runner import JobFailed, JobRunner
+from orchestrator.runtime.actor import ConnectionActor
+from orchestrator.runtime.runner import JobFailed, JobRunner
 from orchestrator.store.files import JsonlLog, read_json, utc_now, write_json_atomic
 from orchestrator.store.journal import JobProgress, Journals
 from orchestrator.store.layout import JobFiles, ResultsLayout
 
-log = structlog.get_logger("orchestrator.scheduler")
+log = structlog.get_logger("orchestrator.runtime.scheduler")
 
 FINAL = ("completed", "failed", "cancelled")
 

@@ -17,7 +17,6 @@ import attrs
 import structlog
 import trio
 
-from orchestrator.actor import ConnectionActor, ConnectionDown
 from orchestrator.client import (
     ChatContinuation,
     ChatResult,
@@ -33,11 +32,12 @@ from orchestrator.client import (
     TurnStream,
 )
 from orchestrator.jobs.model import InactivityAction, JobSpec
-from orchestrator.policy import answer_request, on_inactivity
+from orchestrator.jobs.policy import answer_request, on_inactivity
+from orchestrator.runtime.actor import ConnectionActor, ConnectionDown
 from orchestrator.store.files import JsonlLog, utc_now
 from orchestrator.store.journal import JobJournal, JobProgress
 
-log = structlog.get_logger("orchestrator.runner")
+log = structlog.get_logger("orchestrator.runtime.runner")
 
 RECORD_VERSION = 1
 STOP_INTERRUPT_TIMEOUT = 10.0

@@ -17,15 +17,15 @@ from typing import Any, TextIO
 import structlog
 import trio
 
-from orchestrator.actor import ConnectionActor
-from orchestrator.config import OrchestratorConfig
+from orchestrator.config.model import OrchestratorConfig
 from orchestrator.jobs.model import JobSpec
-from orchestrator.scheduler import ActorPool, JobState, Scheduler
+from orchestrator.runtime.actor import ConnectionActor
+from orchestrator.runtime.scheduler import ActorPool, JobState, Scheduler
 from orchestrator.scripted import Script, open_scripted_provider, write_codex_home
 from orchestrator.store.files import ensure_dir
 from orchestrator.store.layout import ResultsLayout
 
-log = structlog.get_logger("orchestrator.batch")
+log = structlog.get_logger("orchestrator.app.batch")
 
 PROGRESS_INTERVAL = 0.5
 

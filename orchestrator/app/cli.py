@@ -16,7 +16,18 @@ from typing import Any, TextIO
 import trio
 
 from orchestrator import __version__
-from orchestrator.batch import print_summary, run_batch
+from orchestrator._util.logs import configure_logging, register_secret
+from orchestrator.app.batch import print_summary, run_batch
+from orchestrator.app.daemon import (
+    Daemon,
+    DaemonError,
+    collect_status,
+    daemon_lock,
+    format_status,
+    json_dumps,
+    request_cancel,
+    running_daemon_pid,
+)
 from orchestrator.client import (
     ChatContinuation,
     CodexClient,
@@ -27,21 +38,10 @@ from orchestrator.client import (
     ThreadOptions,
     TurnStream,
 )
-from orchestrator.config import OrchestratorConfig, load_config, validate_jobs_against_config
-from orchestrator.daemon import (
-    Daemon,
-    DaemonError,
-    collect_status,
-    daemon_lock,
-    format_status,
-    json_dumps,
-    request_cancel,
-    running_daemon_pid,
-)
+from orchestrator.config.model import OrchestratorConfig, load_config, validate_jobs_against_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
-from orchestrator.logs import configure_logging, register_secret
 from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
 from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
 from orchestrator.scripted import main as scripted_provider_main

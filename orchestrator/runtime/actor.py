@@ -18,14 +18,14 @@ from typing import Any
 import structlog
 import trio
 
+from orchestrator._util.logs import register_secret
 from orchestrator.client import ApprovalHandler, CodexClient
-from orchestrator.config import DEFAULT_ENV_PASSTHROUGH, ConnectionSpec
+from orchestrator.config.model import DEFAULT_ENV_PASSTHROUGH, ConnectionSpec
 from orchestrator.errors import CodexError
-from orchestrator.logs import register_secret
-from orchestrator.models import ServerRequest
+from orchestrator.protocol.values import ServerRequest
 from orchestrator.transport.stdio import find_codex
 
-log = structlog.get_logger("orchestrator.actor")
+log = structlog.get_logger("orchestrator.runtime.actor")
 
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
