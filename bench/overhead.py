@@ -53,9 +53,10 @@ async def scheduler(
 ) -> dict[str, Any]:
     """The jobs through `Scheduler`, with its records under `results_in` (default: the
     system's temporary directory)."""
-    from orchestrator.app.batch import _log_change  # what run_batch reports changes with
+    from orchestrator.app.batch import log_change  # what run_batch reports changes with
     from orchestrator.runtime.actor import ConnectionActor
-    from orchestrator.runtime.scheduler import ActorPool, Scheduler
+    from orchestrator.runtime.pool import ActorPool
+    from orchestrator.runtime.scheduler import Scheduler
     from orchestrator.store.files import ensure_dir
     from orchestrator.store.layout import ResultsLayout
 
@@ -73,7 +74,7 @@ async def scheduler(
             layout,
             max_concurrent_jobs=connections * threads,
             force=True,
-            on_change=_log_change,
+            on_change=log_change,
             durable=False,  # as run_batch: one sync at the end
         )
         # What run_batch does, minus signal handling, with the clock started once every

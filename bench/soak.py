@@ -40,7 +40,8 @@ async def soak(
     """`jobs` one-turn jobs through a serving scheduler; per-window figures."""
     from orchestrator._util.logs import configure_logging
     from orchestrator.runtime.actor import ConnectionActor
-    from orchestrator.runtime.scheduler import ActorPool, Scheduler
+    from orchestrator.runtime.pool import ActorPool
+    from orchestrator.runtime.scheduler import Scheduler
     from orchestrator.store.files import ensure_dir
     from orchestrator.store.journal import Journals
     from orchestrator.store.layout import ResultsLayout

@@ -1,18 +1,28 @@
-"""Every exception the orchestrator raises.
+"""Every exception the orchestrator raises, in one tree.
 
-    CodexError
-    ├── CodexTransportError          the peer is gone: EOF, exit status, close reason, stderr tail
-    │   └── CodexMessageTooLargeError    a message over the size limit; the connection is closed
-    ├── CodexTimeoutError            a request or a wait ran out of time
-    │   └── CodexTurnInactiveError       a turn was silent too long; carries a continuation
-    └── CodexProtocolError           the peer answered with a JSON-RPC error, or sent garbage
-        ├── CodexOverloadedError         -32001: server overloaded, still so after our retries
-        └── CodexThreadBusyError         the thread "already has an active writer": another
-                                         app-server process holds it until that process exits
-    ConfigError                      a task or config file is wrong: file, line, key, what
+    OrchestratorError
+    ├── CodexError                   talking to an app-server went wrong
+    │   ├── CodexTransportError          the peer is gone: EOF, exit status, close reason,
+    │   │   │                            stderr tail
+    │   │   └── CodexMessageTooLargeError    a message over the size limit; connection closed
+    │   ├── CodexTimeoutError            a request or a wait ran out of time
+    │   │   └── CodexTurnInactiveError       a turn was silent too long; carries a continuation
+    │   ├── CodexProtocolError           the peer answered with a JSON-RPC error, or sent garbage
+    │   │   ├── CodexOverloadedError         -32001: overloaded, still so after our retries
+    │   │   └── CodexThreadBusyError         the thread "already has an active writer": another
+    │   │                                    app-server process holds it until that one exits
+    │   └── ConnectionDown               a job waited `max_down_time` for its connection
+    ├── ConfigError                  a task or config file is wrong: file, line, key, what
+    ├── JobFailed                    a job cannot go on (retries used up, connection down)
+    ├── DaemonError                  the daemon cannot start (another one holds the state dir)
+    ├── UnsafePath (an OSError)      a symbolic link where a record was to be written
+    ├── UnsafeJobId (a ValueError)   a job id that could name a path outside its directory
+    ├── MessageTooLarge              the framer's: a line over the limit (the transport maps it)
+    └── BadMessage                   the decoder's: a message that is not JSON-RPC we can use
 
 "The peer refused" (`CodexProtocolError` with the peer's code) is kept apart from "the peer is
 gone" (`CodexTransportError`). Bugs in this package are not wrapped: they crash loudly.
+Pure: no trio.
 """
 
 from __future__ import annotations
@@ -23,7 +33,11 @@ if TYPE_CHECKING:
     from orchestrator.protocol.values import ChatContinuation, ConversationStep
 
 
-class CodexError(Exception):
+class OrchestratorError(Exception):
+    """Base of every exception this package raises on purpose."""
+
+
+class CodexError(OrchestratorError):
     """Base of every error raised while talking to a Codex app-server."""
 
 
@@ -110,9 +124,49 @@ class CodexThreadBusyError(CodexProtocolError):
 THREAD_BUSY_MESSAGE = "already has an active writer"
 
 
-class ConfigError(Exception):
+class ConnectionDown(CodexError):
+    """A job waited `max_down_time` for its connection to come (back) up."""
+
+
+class ConfigError(OrchestratorError):
     """A task or config file is invalid. The message says `file:line: key: what is wrong`."""
 
     def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems or (message,)
+
+
+class JobFailed(OrchestratorError):
+    """The job cannot go on (retries exhausted, its connection down): the job fails."""
+
+
+class DaemonError(OrchestratorError):
+    """The daemon cannot start (another one runs on the state dir, ...)."""
+
+
+class UnsafePath(OrchestratorError, OSError):
+    """A symbolic link where a record is to be written: refused, never followed."""
+
+
+class UnsafeJobId(OrchestratorError, ValueError):
+    """A job id that could name a path outside the results directory."""
+
+
+class MessageTooLarge(OrchestratorError):
+    """A line is longer than the limit (raised by the framer; the transport maps it)."""
+
+    def __init__(self, size: int, limit: int, lines: list[bytes] | None = None) -> None:
+        super().__init__(f"message of at least {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+        # Whole lines that came before the oversized one in the same feed, still valid.
+        self.lines = lines or []
+
+
+class BadMessage(OrchestratorError):
+    """A message that is not JSON-RPC we can use. `text` is a bounded excerpt of it."""
+
+    def __init__(self, reason: str, excerpt: str) -> None:
+        super().__init__(f"{reason}: {excerpt!r}")
+        self.reason = reason
+        self.text = excerpt

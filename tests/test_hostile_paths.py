@@ -29,7 +29,8 @@ from orchestrator.app.daemon import Inbox, daemon_lock, request_cancel
 from orchestrator.config import OrchestratorConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_files
-from orchestrator.runtime.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.files import (
     JsonlLog,
     UnsafePath,
@@ -187,7 +188,7 @@ def test_cancel_request_with_a_hostile_id_is_refused(tmp_path: Path) -> None:
     config = OrchestratorConfig.default(tmp_path)
     for job_id in ["../escape", "/abs", "a/b", "job\n", ".."]:
         with pytest.raises(UnsafeJobId):
-            request_cancel(config, job_id)
+            request_cancel(config.state_dir, job_id)
     assert not (tmp_path / "escape").exists()
     assert list((tmp_path / "state" / "control").iterdir()) == []
 
@@ -491,7 +492,7 @@ def test_a_linked_control_directory_is_not_followed(tmp_path: Path, sentinel: Pa
     _link(tmp_path / "state" / "control", sentinel)
     before = snapshot(sentinel)
     with contextlib.suppress(OSError):
-        request_cancel(OrchestratorConfig.default(tmp_path), "victim")
+        request_cancel(OrchestratorConfig.default(tmp_path).state_dir, "victim")
     assert snapshot(sentinel) == before
 
 

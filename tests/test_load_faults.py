@@ -40,7 +40,8 @@ from orchestrator.errors import CodexTransportError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.runtime.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.journal import Journals
 from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
@@ -551,8 +552,8 @@ async def test_500_jobs_with_connections_lost_mid_turn(
                 # Nothing of a finished job is left in the scheduler, actors or clients.
                 assert scheduler.states == {} and scheduler.active_jobs == 0
                 for actor in actors:
-                    assert actor.thread_handlers == {}
-                    assert actor.slots.value == MAX_THREADS
+                    assert actor.registered_threads == 0
+                    assert actor.free_slots == MAX_THREADS
                     client, _ = await actor.wait_client()
                     stats = client.statistics()
                     assert stats.turns == stats.watched_threads == 0, stats

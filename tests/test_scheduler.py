@@ -20,7 +20,8 @@ from orchestrator.config import ConnectionSpec
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.runtime.scheduler import ActorPool, Scheduler
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.memory import memory_transport_pair
 from tests.fake_app_server import FakeAppServer, FakeTurn

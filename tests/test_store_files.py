@@ -13,9 +13,10 @@ import attrs
 import pytest
 
 from orchestrator._util import logs
-from orchestrator.runtime.runner import TurnOutcome
+from orchestrator.protocol.values import TurnStatus
 from orchestrator.store import files
 from orchestrator.store.files import utc_now, write_json_atomic
+from orchestrator.store.records import TurnOutcome
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
@@ -75,7 +76,7 @@ def test_a_failed_atomic_write_keeps_the_old_file(
 
 def test_turn_record_has_every_field() -> None:
     """`as_record` is written out by hand (it runs per job); it must not miss a field."""
-    outcome = TurnOutcome("turn-1", "failed", "text", continuations=2, error="boom")
+    outcome = TurnOutcome("turn-1", TurnStatus.FAILED, "text", continuations=2, error="boom")
     assert outcome.as_record() == attrs.asdict(outcome)
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -20,27 +19,15 @@ import trio
 from orchestrator.config.model import OrchestratorConfig
 from orchestrator.jobs.model import JobSpec
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.runtime.scheduler import ActorPool, JobState, Scheduler
-from orchestrator.scripted import Script, open_scripted_provider, write_codex_home
+from orchestrator.runtime.environment import open_actor_env
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.scheduler import JobState, Scheduler
 from orchestrator.store.files import ensure_dir
 from orchestrator.store.layout import ResultsLayout
 
 log = structlog.get_logger("orchestrator.app.batch")
 
 PROGRESS_INTERVAL = 0.5
-
-
-@asynccontextmanager
-async def open_actor_env(config: OrchestratorConfig) -> AsyncIterator[dict[str, str]]:
-    """The extra environment for stdio app-servers: with `scripted_model`, a scripted
-    provider on loopback and a CODEX_HOME under the state directory pointing at it."""
-    if not config.scripted_model:
-        yield {}
-        return
-    script = Script.from_toml(config.scripted_rules) if config.scripted_rules else None
-    async with open_scripted_provider(script) as provider:
-        home = ensure_dir(config.state_dir) / "codex-home"
-        yield write_codex_home(home, base_url=provider.base_url)
 
 
 class Progress:
@@ -79,7 +66,8 @@ class Progress:
             self.out.flush()
 
 
-def _log_change(state: JobState) -> None:
+def log_change(state: JobState) -> None:
+    """Log a job's change of state: a line when it starts and one when it ends."""
     fields: dict[str, Any] = {"job": state.spec.id, "status": state.status}
     if state.connection:
         fields["connection"] = state.connection
@@ -109,7 +97,7 @@ async def run_batch(
             layout,
             max_concurrent_jobs=config.max_concurrent_jobs,
             force=force,
-            on_change=None if progress else _log_change,
+            on_change=None if progress else log_change,
             durable=False,  # one sync at the end of the run (see Scheduler)
         )
         async with trio.open_nursery() as nursery:

@@ -20,7 +20,6 @@ from orchestrator._util.logs import configure_logging, register_secret
 from orchestrator.app.batch import print_summary, run_batch
 from orchestrator.app.daemon import (
     Daemon,
-    DaemonError,
     collect_status,
     daemon_lock,
     format_status,
@@ -39,7 +38,7 @@ from orchestrator.client import (
     TurnStream,
 )
 from orchestrator.config.model import OrchestratorConfig, load_config, validate_jobs_against_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, DaemonError
 from orchestrator.jobs.load import load_task_files
 from orchestrator.jobs.model import JobSpec
 from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
@@ -240,7 +239,7 @@ def _cancel(config: OrchestratorConfig, job_id: str, wait: float) -> int:
         print(f"orchestrator cancel: no daemon is running on {config.state_dir}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        request_cancel(config, job_id)
+        request_cancel(config.state_dir, job_id)
     except ValueError as exc:
         print(f"orchestrator cancel: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -72,6 +72,26 @@ DEFAULTS_KEYS = frozenset(
 JOB_KEYS = DEFAULTS_KEYS | {"id", "depends_on"}
 
 
+class JobStatus(enum.StrEnum):
+    """Where a job stands. The last three are final: the job's result is written."""
+
+    ACCEPTED = "accepted"  # the daemon journaled it; not scheduled yet
+    PENDING = "pending"  # known to the scheduler, waiting for its dependencies
+    WAITING = "waiting"  # ready, waiting for a slot
+    RUNNING = "running"  # holds a connection slot
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """The job ended (completed, failed or cancelled)."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
 class Decision(enum.StrEnum):
     """How to answer an approval request."""
 

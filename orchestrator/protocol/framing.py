@@ -8,18 +8,11 @@ sending a newline.
 
 from __future__ import annotations
 
+from orchestrator.errors import MessageTooLarge
+
+__all__ = ["MAX_MESSAGE_BYTES", "LineFramer", "MessageTooLarge", "encode_line"]
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-class MessageTooLarge(Exception):
-    """A line is longer than the limit (raised by the framer; the transport maps it)."""
-
-    def __init__(self, size: int, limit: int, lines: list[bytes] | None = None) -> None:
-        super().__init__(f"message of at least {size} bytes exceeds the limit of {limit} bytes")
-        self.size = size
-        self.limit = limit
-        # Whole lines that came before the oversized one in the same feed, still valid.
-        self.lines = lines or []
 
 
 class LineFramer:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from orchestrator.errors import BadMessage as BadMessage  # raised here; callers catch it here
 from orchestrator.protocol import jsoncodec
 
 RequestId = int | str
@@ -24,16 +25,6 @@ INTERNAL_ERROR = -32603
 SERVER_OVERLOADED = -32001
 
 EXCERPT_CHARS = 200  # how much of a bad message errors and logs quote
-
-
-class BadMessage(Exception):
-    """A message that is not JSON-RPC we can use. `text` is a bounded excerpt of it."""
-
-    def __init__(self, reason: str, text: str | bytes) -> None:
-        excerpt = _excerpt(text)
-        super().__init__(f"{reason}: {excerpt!r}")
-        self.reason = reason
-        self.text = excerpt
 
 
 @attrs.frozen
@@ -100,10 +91,10 @@ def decode(text: str | bytes) -> Message:
     try:
         obj = jsoncodec.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadMessage(f"not JSON ({exc})", text) from None
+        raise BadMessage(f"not JSON ({exc})", _excerpt(text)) from None
     if not isinstance(obj, dict):
         kind = "a batch (array)" if isinstance(obj, list) else type(obj).__name__
-        raise BadMessage(f"not a JSON object but {kind}", text)
+        raise BadMessage(f"not a JSON object but {kind}", _excerpt(text))
     return decode_object(obj, text)
 
 
@@ -111,7 +102,7 @@ def decode_parsed(obj: Any, text: str | bytes) -> Message:
     """Classify an already parsed JSON value (`text` is quoted in errors)."""
     if not isinstance(obj, dict):
         kind = "a batch (array)" if isinstance(obj, list) else type(obj).__name__
-        raise BadMessage(f"not a JSON object but {kind}", text)
+        raise BadMessage(f"not a JSON object but {kind}", _excerpt(text))
     return decode_object(obj, text)
 
 
@@ -137,24 +128,24 @@ def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
     has_id = "id" in obj
     if method is not None:
         if not isinstance(method, str):
-            raise BadMessage("'method' is not a string", text or repr(obj))
+            raise BadMessage("'method' is not a string", _excerpt(text or repr(obj)))
         params = obj.get("params")
         if params is None:
             params = {}
         elif not isinstance(params, dict):
-            raise BadMessage(f"{method}: 'params' is not an object", text or repr(obj))
+            raise BadMessage(f"{method}: 'params' is not an object", _excerpt(text or repr(obj)))
         if has_id:
             if not _valid_id(obj["id"]):
-                raise BadMessage(f"{method}: bad request id", text or repr(obj))
+                raise BadMessage(f"{method}: bad request id", _excerpt(text or repr(obj)))
             return Request(obj["id"], method, params)
         return Notification(method, params, obj)
     if not has_id:
-        raise BadMessage("neither a request, a notification nor a response", text)
+        raise BadMessage("neither a request, a notification nor a response", _excerpt(text))
     msg_id = obj["id"]
     if "error" in obj:
         error = obj["error"]
         if not isinstance(error, dict):
-            raise BadMessage("'error' is not an object", text or repr(obj))
+            raise BadMessage("'error' is not an object", _excerpt(text or repr(obj)))
         code = error.get("code")
         return ErrorResponse(
             msg_id if _valid_id(msg_id) else None,
@@ -164,7 +155,7 @@ def decode_object(obj: dict[str, Any], text: str | bytes = "") -> Message:
         )
     if "result" in obj and _valid_id(msg_id):
         return Response(msg_id, obj["result"])
-    raise BadMessage("response without a usable id or result", text or repr(obj))
+    raise BadMessage("response without a usable id or result", _excerpt(text or repr(obj)))
 
 
 def _excerpt(text: str | bytes) -> str:

@@ -22,6 +22,7 @@ import attrs
 
 from orchestrator.errors import (
     THREAD_BUSY_MESSAGE,
+    BadMessage,
     CodexOverloadedError,
     CodexProtocolError,
     CodexThreadBusyError,
@@ -201,7 +202,7 @@ class RpcSession(Generic[W]):
         """Classify one parsed message (the client routes notifications before this)."""
         try:
             message = jsonrpc.decode_parsed(obj, text)
-        except jsonrpc.BadMessage as exc:
+        except BadMessage as exc:
             return Malformed(str(exc), _refusal(obj, str(exc)))
         if isinstance(message, jsonrpc.Request):
             thread_id, turn_id = ids_of(message.params)

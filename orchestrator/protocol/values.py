@@ -28,6 +28,12 @@ class TurnStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
     @classmethod
+    def of(cls, value: object) -> TurnStatus | None:
+        """The status a server's value names (`completed`, `interrupted`, `failed`,
+        `inProgress`), else None."""
+        return _SERVERS.get(value) if isinstance(value, str) else None
+
+    @classmethod
     def ended(cls, value: object) -> TurnStatus | None:
         """The terminal status a server's value names (`completed`, `interrupted`,
         `failed`), else None."""
@@ -38,6 +44,7 @@ _TERMINAL = {
     status.value: status
     for status in (TurnStatus.COMPLETED, TurnStatus.INTERRUPTED, TurnStatus.FAILED)
 }
+_SERVERS = {**_TERMINAL, TurnStatus.IN_PROGRESS.value: TurnStatus.IN_PROGRESS}
 
 
 @attrs.frozen(kw_only=True)

@@ -3,25 +3,27 @@
 The actor keeps a `CodexClient` connected: when the app-server dies or the socket drops, it
 reconnects with exponential backoff and jitter while other actors go on. Each (re)connection
 is a new *generation*; a job that sees its generation end knows its threads must be resumed.
-Jobs lease one of `max_threads` slots to run a thread here. Server requests are dispatched to
-the job that owns the thread.
+Jobs take one of `max_threads` slots to run a thread here (the pool hands them out). Server
+requests are dispatched to the job that registered the thread.
 """
 
 from __future__ import annotations
 
+import enum
 import os
-import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
 from orchestrator._util.logs import register_secret
 from orchestrator.client import ApprovalHandler, CodexClient
-from orchestrator.config.model import DEFAULT_ENV_PASSTHROUGH, ConnectionSpec
-from orchestrator.errors import CodexError
+from orchestrator.config.model import DEFAULT_ENV_PASSTHROUGH, ConnectionSpec, Transport
+from orchestrator.errors import CodexError, ConnectionDown
+from orchestrator.protocol.rpc import backoff_delay
 from orchestrator.protocol.values import ServerRequest
 from orchestrator.transport.stdio import find_codex
 
@@ -31,8 +33,29 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 
 
-class ConnectionDown(CodexError):
-    """A job waited `max_down_time` for its connection to come (back) up."""
+class ActorState(enum.StrEnum):
+    """Whether a connection is usable now."""
+
+    STARTING = "starting"  # the first attempt has not ended yet
+    UP = "up"
+    DOWN = "down"  # lost or never made; reconnecting with backoff
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionSnapshot:
+    """A connection's health, for status displays (`daemon.json`, `status`)."""
+
+    name: str
+    state: ActorState
+    generation: int
+    restarts: int
+    threads_in_use: int
+    max_threads: int
+    last_error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON form written to daemon.json."""
+        return attrs.asdict(self)
 
 
 class ConnectionActor:
@@ -51,13 +74,13 @@ class ConnectionActor:
     ) -> None:
         self.spec = spec
         self.name = spec.name
-        self.slots = trio.Semaphore(spec.max_threads)
         self.generation = 0
         self.restarts = 0
-        self.state = "starting"
+        self.state = ActorState.STARTING
         self.last_error: str | None = None
         self.down_since: float | None = None  # trio time the connection went down
-        self.thread_handlers: dict[str, ApprovalHandler] = {}
+        self._slots = trio.Semaphore(spec.max_threads)
+        self._thread_handlers: dict[str, ApprovalHandler] = {}
         self._extra_env = dict(extra_env or {})
         self._client_options = dict(client_options or {})
         self._backoff_base = backoff_base
@@ -65,7 +88,6 @@ class ConnectionActor:
         self._connector = connector  # tests connect to fakes through this
         self._client: CodexClient | None = None
         self._changed = trio.Event()
-        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -85,7 +107,7 @@ class ConnectionActor:
                     await client.initialize()
                     self._client = client
                     self.generation += 1
-                    self.state = "up"
+                    self.state = ActorState.UP
                     self.down_since = None
                     failures = 0
                     self._notify()
@@ -99,7 +121,7 @@ class ConnectionActor:
                 self.last_error = str(exc)
             finally:
                 self._client = None
-                self.state = "down"
+                self.state = ActorState.DOWN
                 if self.down_since is None:
                     self.down_since = trio.current_time()
                 self._notify()
@@ -107,10 +129,7 @@ class ConnectionActor:
                 task_status.started()
                 started = True
             self.restarts += 1
-            # The exponent is capped: 2**failures overflows a float after ~1,000 failures,
-            # which a daemon facing a long outage reaches in hours.
-            delay = min(self._backoff_max, self._backoff_base * 2 ** min(failures, 32))
-            delay *= random.uniform(0.5, 1.5)  # jitter: don't restart in lockstep
+            delay = backoff_delay(failures, base=self._backoff_base, cap=self._backoff_max)
             failures += 1
             bound.warning("connection down; restarting", error=self.last_error, delay=delay)
             await trio.sleep(delay)
@@ -123,7 +142,7 @@ class ConnectionActor:
         if self._connector is not None:
             return self._connector(self._dispatch)
         options: dict[str, Any] = {"approval_handler": self._dispatch, **self._client_options}
-        if self.spec.transport == "websocket":
+        if self.spec.transport is Transport.WEBSOCKET:
             token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
             register_secret(token)
             return CodexClient.connect_websocket(self.spec.url, token=token, **options)
@@ -166,39 +185,61 @@ class ConnectionActor:
                 await self._changed.wait()
         return self._client, self.generation
 
-    @asynccontextmanager
-    async def lease(self) -> AsyncIterator[None]:
-        """Hold one of this connection's `max_threads` slots."""
-        async with self.slots:
-            yield
+    def register_thread(self, thread_id: str, handler: ApprovalHandler) -> None:
+        """Server requests on this thread go to `handler` (its job's policy)."""
+        self._thread_handlers[thread_id] = handler
 
-    @asynccontextmanager
-    async def slots_all(self) -> AsyncIterator[None]:
-        """Hold every thread slot: returns once no job uses this connection."""
-        taken = 0
-        try:
-            for _ in range(self.spec.max_threads):
-                await self.slots.acquire()
-                taken += 1
-            yield
-        finally:
-            for _ in range(taken):
-                self.slots.release()
+    def forget_thread(self, thread_id: str) -> None:
+        """The thread's job is done here: its requests get the client's refusal."""
+        self._thread_handlers.pop(thread_id, None)
+
+    @property
+    def registered_threads(self) -> int:
+        """Threads whose server requests go to a job now."""
+        return len(self._thread_handlers)
 
     async def _dispatch(self, request: ServerRequest) -> Mapping[str, Any] | None:
-        handler = self.thread_handlers.get(request.thread_id or "")
+        handler = self._thread_handlers.get(request.thread_id or "")
         if handler is None:
             return None  # not a thread of ours: the client's refusal
         return await handler(request)
 
-    def snapshot(self) -> dict[str, Any]:
+    # -- thread slots (taken through the pool) -----------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        """Thread slots not held by a job."""
+        return self._slots.value
+
+    def take_slot_nowait(self) -> None:
+        """Take a free slot (the caller checked `free_slots`)."""
+        self._slots.acquire_nowait()
+
+    def release_slot(self) -> None:
+        """Give a slot back."""
+        self._slots.release()
+
+    @asynccontextmanager
+    async def all_slots(self) -> AsyncIterator[None]:
+        """Hold every thread slot: returns once no job uses this connection."""
+        taken = 0
+        try:
+            for _ in range(self.spec.max_threads):
+                await self._slots.acquire()
+                taken += 1
+            yield
+        finally:
+            for _ in range(taken):
+                self._slots.release()
+
+    def snapshot(self) -> ConnectionSnapshot:
         """Health of this connection, for status displays."""
-        return {
-            "name": self.name,
-            "state": self.state,
-            "generation": self.generation,
-            "restarts": self.restarts,
-            "threads_in_use": self.spec.max_threads - self.slots.value,
-            "max_threads": self.spec.max_threads,
-            "last_error": self.last_error,
-        }
+        return ConnectionSnapshot(
+            name=self.name,
+            state=self.state,
+            generation=self.generation,
+            restarts=self.restarts,
+            threads_in_use=self.spec.max_threads - self._slots.value,
+            max_threads=self.spec.max_threads,
+            last_error=self.last_error,
+        )

@@ -2,10 +2,9 @@
 
 Every completed step and every decision (turn started, continuation, cancel, approval, retry)
 is appended to the job's `steps.jsonl` as it happens; the outcome is a value (`completed`,
-`failed`, `cancelled`) written to `result.json` by the scheduler. When the connection dies, a
-turn the server had acknowledged is resumed on the restarted connection (`thread/resume`, then
-reconciled with `thread/read`) and only started again when the server lost it; `retries` bounds
-how often.
+`failed`, `cancelled`) written to `result.json` by the scheduler. What to do with a turn after
+a lost connection or a restarted daemon (resume it, reconcile it with the server, adopt it,
+send it again) is decided by `jobs/recovery.py`; the runner carries the decisions out.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import structlog
 import trio
 
@@ -27,19 +25,33 @@ from orchestrator.client import (
     CodexTimeoutError,
     CodexTransportError,
     CodexTurnInactiveError,
-    ConversationStep,
     ServerRequest,
+    TurnStatus,
     TurnStream,
 )
-from orchestrator.jobs.model import InactivityAction, JobSpec
+from orchestrator.errors import ConnectionDown, JobFailed
+from orchestrator.jobs.model import InactivityAction, JobSpec, JobStatus
 from orchestrator.jobs.policy import answer_request, on_inactivity
-from orchestrator.runtime.actor import ConnectionActor, ConnectionDown
-from orchestrator.store.files import JsonlLog, utc_now
+from orchestrator.jobs.recovery import (
+    Adopt,
+    Adopted,
+    Fail,
+    Reconcile,
+    Resume,
+    ResumeThread,
+    ServerView,
+    StartThread,
+    TurnProgress,
+    next_action,
+    on_connection_lost,
+)
+from orchestrator.protocol import methods
+from orchestrator.runtime.actor import ConnectionActor
 from orchestrator.store.journal import JobJournal, JobProgress
+from orchestrator.store.records import JobRun, StepLog, TurnOutcome, UsageTotals
 
 log = structlog.get_logger("orchestrator.runtime.runner")
 
-RECORD_VERSION = 1
 STOP_INTERRUPT_TIMEOUT = 10.0
 # A thread another app-server process still holds ("already has an active writer") is
 # released when that process exits: typically an app-server whose client just died and that
@@ -47,38 +59,6 @@ STOP_INTERRUPT_TIMEOUT = 10.0
 THREAD_BUSY_WAIT = 30.0
 THREAD_BUSY_FIRST_DELAY = 0.5
 THREAD_BUSY_MAX_DELAY = 5.0
-USAGE_KEYS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "reasoning_output_tokens",
-    "total_tokens",
-)
-
-
-@attrs.define
-class TurnOutcome:
-    """How one turn ended, as recorded in `result.json`."""
-
-    turn_id: str | None
-    status: str  # completed | interrupted | failed | cancelled
-    final_text: str | None
-    continuations: int = 0
-    error: str | None = None
-
-    def as_record(self) -> dict[str, Any]:
-        """The `turns[]` entry of result.json."""
-        return {
-            "turn_id": self.turn_id,
-            "status": self.status,
-            "final_text": self.final_text,
-            "continuations": self.continuations,
-            "error": self.error,
-        }
-
-
-class JobFailed(Exception):
-    """The job cannot go on (retries exhausted, the server refused): the job fails."""
 
 
 class JobRunner:
@@ -88,7 +68,7 @@ class JobRunner:
         self,
         spec: JobSpec,
         actor: ConnectionActor,
-        steps: JsonlLog,
+        steps: StepLog,
         *,
         journal: JobJournal | None = None,
         resume: JobProgress | None = None,
@@ -98,212 +78,96 @@ class JobRunner:
         self.steps = steps
         self.journal = journal
         self.resume = resume
-        self.thread_id: str | None = resume.thread_id if resume else None
         self.attempts = 1
-        self.usage: dict[str, int] = dict.fromkeys(USAGE_KEYS, 0)
+        self.usage = UsageTotals()
         self.turns: list[TurnOutcome] = []
-        self.current_turn: str | None = None
         self.continuations = 0
-        self._thread_generation: int | None = None
-        self._acknowledged_on: int | None = None  # generation that acknowledged the turn
-        # Every turn the server acknowledged to this job (in this life or, from the journal,
-        # an earlier one): a turn on the thread that is not here was started by a turn/start
-        # whose answer we lost.
-        self._known_turns: set[str] = set(resume.known_turns) if resume else set()
+        if resume is None:
+            self.progress = TurnProgress()
+        else:
+            self.progress = TurnProgress.recovered(
+                thread_id=resume.thread_id,
+                pending_turn=resume.pending_turn,
+                turn_starting=resume.turn_starting,
+                known_turns=frozenset(resume.known_turns),
+            )
+        steps.thread_id = self.progress.thread_id
+        steps.turn_id = self.progress.turn_id
+
+    @property
+    def thread_id(self) -> str | None:
+        """The job's thread, once it has one."""
+        return self.progress.thread_id
+
+    @property
+    def current_turn(self) -> str | None:
+        """The turn the job is on (or was last on)."""
+        return self.steps.turn_id
 
     @property
     def _log(self) -> Any:
         """A logger bound to the job (made when something is logged: rarely)."""
         return log.bind(job=self.spec.id, connection=self.actor.name, thread=self.thread_id)
 
-    # -- records -----------------------------------------------------------------------
-
     def event(self, name: str, **fields: Any) -> None:
         """Record a transition in the crash-safe journal (daemon runs only)."""
         if self.journal is not None:
             self.journal.append(name, **fields)
 
-    def record(self, kind: str, turn_id: str | None = None, **fields: Any) -> None:
-        """Append one record to the step log."""
-        self.steps.append(
-            {
-                "v": RECORD_VERSION,
-                "ts": utc_now(),
-                "job_id": self.spec.id,
-                "thread_id": self.thread_id,
-                "turn_id": turn_id if turn_id is not None else self.current_turn,
-                "kind": kind,
-                **fields,
-            }
-        )
-
-    def record_step(self, step: ConversationStep) -> None:
-        """Append one completed step."""
-        self.steps.append(
-            {
-                "v": RECORD_VERSION,
-                "ts": utc_now(),
-                "job_id": self.spec.id,
-                "thread_id": step.thread_id,
-                "turn_id": step.turn_id,
-                "kind": "step",
-                "step_type": step.step_type,
-                "item_type": step.item_type,
-                "item_id": step.item_id,
-                "index": step.index,
-                "text": step.text,
-                "status": step.data.get("status"),
-                "exit_code": step.data.get("exitCode"),
-            }
+    def run_record(self) -> JobRun:
+        """What this run leaves for result.json."""
+        return JobRun(
+            thread_id=self.thread_id,
+            turns=tuple(self.turns),
+            attempts=self.attempts,
+            continuations=self.continuations,
+            usage=self.usage.totals,
         )
 
     # -- the job -----------------------------------------------------------------------
 
-    async def run(self) -> str:
-        """Run every turn; returns the job status (`completed`, `failed` or `cancelled`)."""
+    async def run(self) -> JobStatus:
+        """Run every turn; returns the job's status (completed, failed or cancelled)."""
         if self.spec.max_duration is None:
             return await self._run_turns()
         with trio.move_on_after(self.spec.max_duration):
             return await self._run_turns()
-        self.record("limit", reason=f"max_duration of {self.spec.max_duration} s exceeded")
+        self.steps.decision("limit", reason=f"max_duration of {self.spec.max_duration} s exceeded")
         self.turns.append(
-            TurnOutcome(self.current_turn, "failed", None, error="max_duration exceeded")
+            TurnOutcome(self.current_turn, TurnStatus.FAILED, None, error="max_duration exceeded")
         )
-        return "failed"
+        return JobStatus.FAILED
 
-    async def _run_turns(self) -> str:
+    async def _run_turns(self) -> JobStatus:
         try:
             first = self.resume.turns_done if self.resume else 0
             for index in range(first, len(self.spec.turns)):
+                if index > first:
+                    self.progress = self.progress.next_turn()
+                    self.steps.turn_id = None
                 outcome = await self._run_turn(self.spec.turns[index], index)
                 self.turns.append(outcome)
-                if outcome.status != "completed":
-                    return (
-                        "cancelled" if outcome.status in ("cancelled", "interrupted") else "failed"
-                    )
-            return "completed"
+                if outcome.status is not TurnStatus.COMPLETED:
+                    stopped = (TurnStatus.CANCELLED, TurnStatus.INTERRUPTED)
+                    return JobStatus.CANCELLED if outcome.status in stopped else JobStatus.FAILED
+            return JobStatus.COMPLETED
         finally:
             if self.thread_id is not None:
-                self.actor.thread_handlers.pop(self.thread_id, None)
+                self.actor.forget_thread(self.thread_id)
 
-    async def _ensure_thread(self, client: CodexClient, generation: int) -> None:
-        if self.thread_id is None:
-            self.thread_id = await client.start_thread(self.spec.thread_options())
-            self._thread_generation = generation
-            self.actor.thread_handlers[self.thread_id] = self._answer
-            self.event("thread_started", thread_id=self.thread_id)
-            self.record("thread_started", connection=self.actor.name)
-        elif self._thread_generation != generation:
-            # A new app-server (or socket) does not know our thread yet.
-            params = {
-                "threadId": self.thread_id,
-                "excludeTurns": True,
-                **self.spec.thread_options().to_params(),
-            }
-            params.pop("cwd", None)
-            await self._resume_thread(client, params)
-            self._thread_generation = generation
-            self.actor.thread_handlers[self.thread_id] = self._answer
-            self.record("thread_resumed", connection=self.actor.name, generation=generation)
-
-    async def _resume_thread(self, client: CodexClient, params: Mapping[str, Any]) -> None:
-        """`thread/resume`, waiting (bounded) while another process still holds the thread."""
-        waited, delay = 0.0, THREAD_BUSY_FIRST_DELAY
-        while True:
-            try:
-                await client.request("thread/resume", params)
-                if waited:
-                    self.record("thread_released", waited=round(waited, 3))
-                return
-            except CodexThreadBusyError as exc:
-                if waited >= THREAD_BUSY_WAIT:
-                    raise CodexThreadBusyError(
-                        f"{exc.message}: another app-server process still holds thread "
-                        f"{self.thread_id} after {waited:.0f} s (codex releases a thread when "
-                        "the process holding it exits)",
-                        code=exc.code,
-                        data=exc.data,
-                    ) from exc
-                if not waited:
-                    self.record("thread_busy", error=str(exc))
-                    self._log.warning("thread held by another app-server; waiting", error=str(exc))
-                await trio.sleep(delay)
-                waited += delay
-                delay = min(THREAD_BUSY_MAX_DELAY, delay * 2)
-
-    def _recovered_continuation(self, index: int) -> ChatContinuation | None:
-        """The acknowledged turn a restarted daemon must resume rather than re-send."""
-        resume = self.resume
-        if resume is None or index != resume.turns_done or self.thread_id is None:
-            return None
-        if resume.pending_turn is not None:
-            self.current_turn = resume.pending_turn
-            return ChatContinuation(thread_id=self.thread_id, turn_id=resume.pending_turn)
-        return None
-
-    async def _adopt_unacknowledged_turn(self, client: CodexClient) -> ChatContinuation | None:
-        """turn/start was sent but its acknowledgement never recorded (a crash in between):
-        if the thread has a turn we have not seen, it is ours: adopt it, do not re-send."""
-        assert self.thread_id is not None
-        result = await client.request(
-            "thread/read", {"threadId": self.thread_id, "includeTurns": True}
-        )
-        turns = ((result or {}).get("thread") or {}).get("turns") or []
-        if turns and isinstance(turns[-1], dict):
-            last = turns[-1].get("id")
-            if isinstance(last, str) and last not in self._known_turns:
-                self._known_turns.add(last)
-                self.record("turn_adopted", turn_id=last)
-                self.current_turn = last
-                return ChatContinuation(thread_id=self.thread_id, turn_id=last)
-        return None
-
-    async def _run_turn(self, prompt: str, index: int = 0) -> TurnOutcome:
-        continuation = self._recovered_continuation(index)
-        adopt = (
-            continuation is None
-            and self.resume is not None
-            and self.resume.turn_starting
-            and index == self.resume.turns_done
-        )
+    async def _run_turn(self, prompt: str, index: int) -> TurnOutcome:
         continuations = 0
-        if continuation is None:
-            self.current_turn = None
         while True:
             try:
                 client, generation = await self.actor.wait_client()
             except ConnectionDown as exc:
-                self.record("error", error=str(exc))
+                self.steps.decision("error", error=str(exc))
                 raise JobFailed(str(exc)) from None
             stream: TurnStream | None = None
             try:
-                await self._ensure_thread(client, generation)
-                if adopt:
-                    adopt = False
-                    continuation = await self._adopt_unacknowledged_turn(client)
-                if continuation is not None and generation != self._acknowledged_on:
-                    continuation = await self._reconcile_lost_turn(client, continuation)
-                if continuation is None:
-                    stream = client.chat(
-                        prompt,
-                        thread_id=self.thread_id,
-                        inactivity_timeout=self.spec.inactivity_timeout,
-                    )
-                    self.event("turn_starting", turn_index=index)
-                    self.current_turn = await stream.start()
-                    self._known_turns.add(self.current_turn)
-                    self._acknowledged_on = generation
-                    self.event("turn_acknowledged", turn_index=index, turn_id=self.current_turn)
-                    self.record("turn_started", prompt=prompt)
-                    log.debug("turn started", job=self.spec.id, turn=self.current_turn)
-                else:
-                    stream = client.chat(
-                        continuation=continuation, inactivity_timeout=self.spec.inactivity_timeout
-                    )
-                    await stream.start()
-                    self._acknowledged_on = generation
+                stream = await self._open_turn(client, generation, prompt, index)
                 async for step in stream:
-                    self.record_step(step)
+                    self.steps.step(step)
                 result = await stream.result()
                 outcome = self._finish_turn(result, continuations)
                 self.event(
@@ -312,8 +176,9 @@ class JobRunner:
                 return outcome
             except CodexTurnInactiveError as exc:
                 continuation = exc.continuation
+                self.progress = self.progress.read_to(continuation.cursor)
                 action = on_inactivity(self.spec, continuations)
-                self.record(
+                self.steps.decision(
                     "inactive",
                     action=action.value,
                     seconds=self.spec.inactivity_timeout,
@@ -322,75 +187,179 @@ class JobRunner:
                 if action is InactivityAction.CONTINUE:
                     continuations += 1
                     self.continuations += 1
-                    self.record("continuation", number=continuations)
+                    self.steps.decision("continuation", number=continuations)
                     self.event("continuation", turn_id=continuation.turn_id)
                     continue
                 return await self._stop_turn(client, continuation, action, continuations)
             except CodexTransportError as exc:
                 if stream is not None and stream.turn_id is not None:
-                    continuation = stream.continuation
-                elif stream is not None and continuation is None:
-                    # turn/start went out but its answer did not come back: a server that
-                    # survived the drop may be running the turn. Look before sending again.
-                    adopt = True
-                self._consume_retry(f"connection lost: {exc.message}")
+                    self.progress = self.progress.read_to(stream.continuation.cursor)
+                self._retry_or_fail(f"connection lost: {exc.message}")
             except CodexError as exc:
                 # The server refused (a JSON-RPC error), a request timed out, or the reader
                 # fell too far behind: this turn fails; the job records why.
-                self.record("error", error=str(exc))
-                return TurnOutcome(self.current_turn, "failed", None, continuations, str(exc))
+                self.steps.decision("error", error=str(exc))
+                return TurnOutcome(
+                    self.current_turn, TurnStatus.FAILED, None, continuations, str(exc)
+                )
             except trio.Cancelled:
                 # The run is stopping: interrupt the turn (bounded) so the thread is left
                 # usable, record what arrived, then let the cancellation go on.
                 with trio.CancelScope(shield=True):
                     await self._interrupt_on_stop(client, stream)
                 self.turns.append(
-                    TurnOutcome(self.current_turn, "cancelled", None, continuations, "stopped")
+                    TurnOutcome(
+                        self.current_turn, TurnStatus.CANCELLED, None, continuations, "stopped"
+                    )
                 )
                 raise
 
+    async def _open_turn(
+        self, client: CodexClient, generation: int, prompt: str, index: int
+    ) -> TurnStream:
+        """Carry out `next_action` until the turn is being read: started, or resumed."""
+        view: ServerView | None = None
+        while True:
+            action = next_action(self.progress, generation=generation, view=view)
+            seen, view = view, None
+            if isinstance(action, StartThread):
+                await self._start_thread(client, generation)
+            elif isinstance(action, ResumeThread):
+                await self._resume_thread(client, generation)
+            elif isinstance(action, Adopt):
+                view = ServerView(newest_turn=await self._newest_turn(client))
+            elif isinstance(action, Adopted):
+                self.progress = self.progress.adopted(action.turn_id)
+                self.steps.turn_id = action.turn_id
+                self.steps.decision("turn_adopted", turn_id=action.turn_id)
+            elif isinstance(action, Reconcile):
+                view = await self._look_up_turn(client, action.turn_id)
+            elif isinstance(action, Resume):
+                if action.reconciled:
+                    status = seen.turn_status if seen is not None else None
+                    self.steps.decision("turn_reconciled", status=status, turn_id=action.turn_id)
+                return await self._resume_turn(client, generation, action.turn_id)
+            else:
+                if action.lost is not None:
+                    status = seen.turn_status if seen is not None else None
+                    self.steps.decision("turn_lost", status=status, turn_id=action.lost)
+                    self.event("turn_lost", turn_id=action.lost)
+                return await self._start_turn(client, generation, prompt, index)
+
+    # -- the actions -------------------------------------------------------------------
+
+    async def _start_thread(self, client: CodexClient, generation: int) -> None:
+        thread_id = await client.start_thread(self.spec.thread_options())
+        self.progress = self.progress.on_thread(thread_id, generation)
+        self.steps.thread_id = thread_id
+        self.actor.register_thread(thread_id, self._answer)
+        self.event("thread_started", thread_id=thread_id)
+        self.steps.decision("thread_started", connection=self.actor.name)
+
+    async def _resume_thread(self, client: CodexClient, generation: int) -> None:
+        """`thread/resume` on a new connection (another app-server, or socket, does not know
+        our thread yet), waiting (bounded) while another process still holds the thread."""
+        thread_id = self.progress.thread_id
+        assert thread_id is not None
+        params = methods.thread_resume_params(thread_id, self.spec.thread_options())
+        waited, delay = 0.0, THREAD_BUSY_FIRST_DELAY
+        while True:
+            try:
+                await client.request(methods.THREAD_RESUME, params)
+                break
+            except CodexThreadBusyError as exc:
+                if waited >= THREAD_BUSY_WAIT:
+                    raise CodexThreadBusyError(
+                        f"{exc.message}: another app-server process still holds thread "
+                        f"{thread_id} after {waited:.0f} s (codex releases a thread when "
+                        "the process holding it exits)",
+                        code=exc.code,
+                        data=exc.data,
+                    ) from exc
+                if not waited:
+                    self.steps.decision("thread_busy", error=str(exc))
+                    self._log.warning("thread held by another app-server; waiting", error=str(exc))
+                await trio.sleep(delay)
+                waited += delay
+                delay = min(THREAD_BUSY_MAX_DELAY, delay * 2)
+        if waited:
+            self.steps.decision("thread_released", waited=round(waited, 3))
+        self.progress = self.progress.on_thread(thread_id, generation)
+        self.actor.register_thread(thread_id, self._answer)
+        self.steps.decision("thread_resumed", connection=self.actor.name, generation=generation)
+
+    async def _newest_turn(self, client: CodexClient) -> str | None:
+        """The thread's last turn (for `Adopt`)."""
+        assert self.thread_id is not None
+        result = await client.request(
+            methods.THREAD_READ, methods.thread_read_params(self.thread_id, include_turns=True)
+        )
+        return methods.newest_turn_id(result)
+
+    async def _look_up_turn(self, client: CodexClient, turn_id: str) -> ServerView:
+        """The turn's status on the server, and whether its thread runs (for `Reconcile`)."""
+        assert self.thread_id is not None
+        turn = await client.read_turn(self.thread_id, turn_id)
+        status = TurnStatus.of(turn.get("status")) if turn else None
+        active = False
+        if status is TurnStatus.IN_PROGRESS:
+            result = await client.request(
+                methods.THREAD_READ,
+                methods.thread_read_params(self.thread_id, include_turns=False),
+            )
+            active = methods.thread_is_active(result)
+        return ServerView(turn_status=status, thread_active=active)
+
+    async def _start_turn(
+        self, client: CodexClient, generation: int, prompt: str, index: int
+    ) -> TurnStream:
+        stream = client.chat(
+            prompt, thread_id=self.thread_id, inactivity_timeout=self.spec.inactivity_timeout
+        )
+        self.event("turn_starting", turn_index=index)
+        self.progress = self.progress.starting()
+        turn_id = await stream.start()
+        self.progress = self.progress.acknowledged(turn_id, generation)
+        self.steps.turn_id = turn_id
+        self.event("turn_acknowledged", turn_index=index, turn_id=turn_id)
+        self.steps.decision("turn_started", prompt=prompt)
+        log.debug("turn started", job=self.spec.id, turn=turn_id)
+        return stream
+
+    async def _resume_turn(self, client: CodexClient, generation: int, turn_id: str) -> TurnStream:
+        assert self.thread_id is not None
+        continuation = ChatContinuation(
+            thread_id=self.thread_id, turn_id=turn_id, cursor=self.progress.cursor
+        )
+        stream = client.chat(
+            continuation=continuation, inactivity_timeout=self.spec.inactivity_timeout
+        )
+        await stream.start()
+        self.progress = self.progress.confirmed(generation)
+        return stream
+
+    def _retry_or_fail(self, reason: str) -> None:
+        decision = on_connection_lost(reason, attempts=self.attempts, retries=self.spec.retries)
+        if isinstance(decision, Fail):
+            self.steps.decision("retry", allowed=False, reason=reason, attempts=self.attempts)
+            raise JobFailed(decision.reason)
+        self.attempts += 1
+        self.steps.decision("retry", allowed=True, reason=reason, attempts=self.attempts)
+        self._log.warning("retrying after connection loss", reason=reason)
+
     async def _interrupt_on_stop(self, client: CodexClient, stream: TurnStream | None) -> None:
         if stream is None or stream.turn_id is None or client.closed:
-            self.record("cancel", reason="stopped")
+            self.steps.decision("cancel", reason="stopped")
             return
-        self.record("cancel", reason="stopped", turn_id=stream.turn_id)
+        self.steps.decision("cancel", reason="stopped", turn_id=stream.turn_id)
         with trio.move_on_after(STOP_INTERRUPT_TIMEOUT):
             try:
                 cancelled = await client.cancel(stream.continuation)
             except (CodexProtocolError, CodexTimeoutError, CodexTransportError) as exc:
-                self.record("error", error=f"interrupt on stop failed: {exc}")
+                self.steps.decision("error", error=f"interrupt on stop failed: {exc}")
                 return
             for step in cancelled.steps:
-                self.record_step(step)
-
-    def _consume_retry(self, reason: str) -> None:
-        if self.attempts > self.spec.retries:
-            self.record("retry", allowed=False, reason=reason, attempts=self.attempts)
-            raise JobFailed(f"{reason} (after {self.attempts} attempts)")
-        self.attempts += 1
-        self.record("retry", allowed=True, reason=reason, attempts=self.attempts)
-        self._log.warning("retrying after connection loss", reason=reason)
-
-    async def _reconcile_lost_turn(
-        self, client: CodexClient, continuation: ChatContinuation
-    ) -> ChatContinuation | None:
-        """After a reconnection: keep reading a turn the server still has (running or
-        completed); return None when the server lost it and the prompt must be sent again."""
-        turn = await client.read_turn(continuation.thread_id, continuation.turn_id)
-        status = turn.get("status") if turn else None
-        if status == "completed" or (
-            status == "inProgress" and await self._thread_active(client, continuation.thread_id)
-        ):
-            self.record("turn_reconciled", status=status, turn_id=continuation.turn_id)
-            return continuation
-        self.record("turn_lost", status=status, turn_id=continuation.turn_id)
-        self.event("turn_lost", turn_id=continuation.turn_id)
-        return None
-
-    async def _thread_active(self, client: CodexClient, thread_id: str) -> bool:
-        result = await client.request("thread/read", {"threadId": thread_id})
-        status = ((result or {}).get("thread") or {}).get("status") or {}
-        return isinstance(status, Mapping) and status.get("type") == "active"
+                self.steps.step(step)
 
     async def _stop_turn(
         self,
@@ -399,26 +368,26 @@ class JobRunner:
         action: InactivityAction,
         continuations: int,
     ) -> TurnOutcome:
-        self.record("cancel", reason=f"inactive ({action.value})")
+        self.steps.decision("cancel", reason=f"inactive ({action.value})")
         try:
             cancelled = await client.cancel(continuation)
         except (CodexProtocolError, CodexTimeoutError) as exc:
-            self.record("error", error=f"cancel failed: {exc}")
-            return TurnOutcome(continuation.turn_id, "failed", None, continuations, str(exc))
+            self.steps.decision("error", error=f"cancel failed: {exc}")
+            return TurnOutcome(
+                continuation.turn_id, TurnStatus.FAILED, None, continuations, str(exc)
+            )
         for step in cancelled.steps:
-            self.record_step(step)
+            self.steps.step(step)
         if cancelled.was_completed:
             # It finished just as we gave up on it: take the result.
-            return TurnOutcome(continuation.turn_id, "completed", None, continuations)
-        status = "failed" if action is InactivityAction.FAIL else "cancelled"
+            return TurnOutcome(continuation.turn_id, TurnStatus.COMPLETED, None, continuations)
+        status = TurnStatus.FAILED if action is InactivityAction.FAIL else TurnStatus.CANCELLED
         error = f"no event for {self.spec.inactivity_timeout} s"
         return TurnOutcome(continuation.turn_id, status, None, continuations, error)
 
     def _finish_turn(self, result: ChatResult, continuations: int) -> TurnOutcome:
-        if result.usage is not None:
-            for key in USAGE_KEYS:
-                self.usage[key] += getattr(result.usage, key)
-        self.record(
+        self.usage.add(result.usage)
+        self.steps.decision(
             "turn_completed",
             turn_id=result.turn_id,
             status=result.status,
@@ -432,7 +401,7 @@ class JobRunner:
     async def _answer(self, request: ServerRequest) -> Mapping[str, Any] | None:
         """The job's answer to a server request on its thread, recorded."""
         answer = answer_request(self.spec.approvals, request.method, request.params)
-        self.record(
+        self.steps.decision(
             "approval",
             turn_id=request.turn_id,
             method=request.method,

@@ -12,24 +12,31 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import structlog
 import trio
 
-from orchestrator.jobs.model import JobSpec
+from orchestrator.errors import JobFailed
+from orchestrator.jobs.model import JobSpec, JobStatus
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.runtime.runner import JobFailed, JobRunner
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.runner import JobRunner
 from orchestrator.store.files import JsonlLog, read_json, utc_now, write_json_atomic
 from orchestrator.store.journal import JobProgress, Journals
 from orchestrator.store.layout import JobFiles, ResultsLayout
+from orchestrator.store.records import (
+    JobRun,
+    StepLog,
+    SummaryEntry,
+    job_result,
+    run_summary,
+    set_aside,
+)
 
 log = structlog.get_logger("orchestrator.runtime.scheduler")
-
-FINAL = ("completed", "failed", "cancelled")
 
 
 @attrs.define
@@ -37,7 +44,7 @@ class JobState:
     """A job's progress in this run (what the progress display and summary show)."""
 
     spec: JobSpec
-    status: str = "pending"  # pending | waiting | running | completed | failed | cancelled
+    status: JobStatus = JobStatus.PENDING
     connection: str | None = None
     started: float | None = None
     finished: float | None = None
@@ -53,53 +60,6 @@ class JobState:
     def continuations(self) -> int:
         """Continuations so far (live while running)."""
         return self.runner.continuations if self.runner is not None else 0
-
-
-class ActorPool:
-    """The connection actors, and fair leasing of their thread slots."""
-
-    def __init__(self, actors: Sequence[ConnectionActor]) -> None:
-        self.actors = {actor.name: actor for actor in actors}
-        self._released = trio.Event()
-
-    @asynccontextmanager
-    async def lease(self, name: str | None) -> AsyncIterator[ConnectionActor]:
-        """A thread slot on the named connection, or on the least busy live one."""
-        actor = await self._acquire(name)
-        try:
-            yield actor
-        finally:
-            actor.slots.release()
-            self._notify()
-
-    def add(self, actor: ConnectionActor) -> None:
-        """A new connection (config reload): jobs may lease it from now on."""
-        self.actors[actor.name] = actor
-        self._notify()
-
-    def remove(self, name: str) -> ConnectionActor | None:
-        """Take a connection out of the pool: no new leases; running ones go on."""
-        actor = self.actors.pop(name, None)
-        self._notify()
-        return actor
-
-    def _notify(self) -> None:
-        self._released.set()
-        self._released = trio.Event()
-
-    async def _acquire(self, name: str | None) -> ConnectionActor:
-        while True:
-            if name is not None:
-                # A pinned connection removed by a reload may come back with the next one.
-                candidates = [self.actors[name]] if name in self.actors else []
-            else:
-                live = [a for a in self.actors.values() if a.state == "up"]
-                candidates = sorted(live or self.actors.values(), key=lambda a: -a.slots.value)
-            for actor in candidates:
-                if actor.slots.value > 0:
-                    actor.slots.acquire_nowait()
-                    return actor
-            await self._released.wait()
 
 
 class Scheduler:
@@ -134,7 +94,7 @@ class Scheduler:
         self._change: trio.Event | None = None  # made by the first waiter
         self._forget_finished = False
         self.stopping = False
-        self.suspending = False
+        self._suspending = False
         self.started_at = utc_now()
 
     def stop(self) -> None:
@@ -147,15 +107,15 @@ class Scheduler:
     def suspend(self) -> None:
         """Stop without ending any job (daemon shutdown): running turns are interrupted, and
         no result is written, so the next daemon picks every unfinished job up again."""
-        self.suspending = True
+        self._suspending = True
         self.stop()
 
     def suspend_waiting(self) -> None:
         """Daemon shutdown, first step: jobs not running yet are left for the next start;
         running ones go on (their results are still written if they finish)."""
-        self.suspending = True
+        self._suspending = True
         for job_id, state in self.states.items():
-            if state.status not in ("running", *FINAL):
+            if state.status is not JobStatus.RUNNING and not state.status.finished:
                 scope = self._scopes.get(job_id)
                 if scope is not None:
                     scope.cancel()
@@ -164,7 +124,7 @@ class Scheduler:
         """Cancel one job: its turn is interrupted and the job recorded `cancelled`."""
         state = self.states.get(job_id)
         scope = self._scopes.get(job_id)
-        if state is None or scope is None or state.status in FINAL:
+        if state is None or scope is None or state.status.finished:
             return False
         state.cancel_reason = reason
         scope.cancel()
@@ -173,7 +133,7 @@ class Scheduler:
     @property
     def running(self) -> int:
         """Jobs holding a connection slot now."""
-        return sum(1 for state in self.states.values() if state.status == "running")
+        return sum(1 for state in self.states.values() if state.status is JobStatus.RUNNING)
 
     async def run(self) -> dict[str, Any]:
         """Run every job; returns the summary (also written to summary.json)."""
@@ -211,7 +171,7 @@ class Scheduler:
         previous = self._previous_result(job_id)
         return str(previous.get("status")) if isinstance(previous, dict) else "unknown"
 
-    def _changed(self, state: JobState, status: str) -> None:
+    def _changed(self, state: JobState, status: JobStatus) -> None:
         state.status = status
         self._on_change(state)
         self._wake()
@@ -245,27 +205,29 @@ class Scheduler:
                     if dep in self.states:
                         await self.states[dep].done.wait()
                 statuses = {d: self._dependency_status(d) for d in spec.depends_on}
-                blocked = [d for d, status in statuses.items() if status != "completed"]
+                blocked = [d for d, status in statuses.items() if status != JobStatus.COMPLETED]
                 if blocked:
                     reasons = ", ".join(f"{d} ({statuses[d]})" for d in blocked)
-                    self._finish(state, "cancelled", error=f"not run: dependency {reasons}")
+                    self._finish(state, JobStatus.CANCELLED, error=f"not run: dependency {reasons}")
                     return
                 if not self.force and self._reuse(state):
                     return
-                self._changed(state, "waiting")
+                self._changed(state, JobStatus.WAITING)
                 async with self._global, self.pool.lease(spec.connection) as actor:
                     try:
                         await self._run_on(state, actor)
                     except Exception as exc:  # one job must not end the run
                         self._crashed(state, exc)
-            if state.status not in FINAL and not self.suspending:
+            if not state.status.finished and not self._suspending:
                 self._finish(
-                    state, "cancelled", error=state.cancel_reason or "not run: the run was stopped"
+                    state,
+                    JobStatus.CANCELLED,
+                    error=state.cancel_reason or "not run: the run was stopped",
                 )
         finally:
             self._scopes.pop(spec.id, None)
             state.done.set()
-            if self._forget_finished and state.status in FINAL:
+            if self._forget_finished and state.status.finished:
                 self.states.pop(spec.id, None)
             self._wake()
 
@@ -280,11 +242,11 @@ class Scheduler:
             log.exception("job failed: internal error", job=state.spec.id)
         runner = state.runner if isinstance(state.runner, JobRunner) else None
         try:
-            self._finish(state, "failed", runner=runner, error=error)
+            self._finish(state, JobStatus.FAILED, runner=runner, error=error)
         except Exception as again:  # the result file may be unwritable too
             log.error("could not record the job's failure", job=state.spec.id, error=str(again))
-            state.result = {"job_id": state.spec.id, "status": "failed", "error": error}
-            self._changed(state, "failed")
+            state.result = {"job_id": state.spec.id, "status": JobStatus.FAILED, "error": error}
+            self._changed(state, JobStatus.FAILED)
 
     def _previous_result(self, job_id: str) -> Any:
         """The job's result from an earlier run, if any. Not through a linked job directory:
@@ -295,11 +257,11 @@ class Scheduler:
 
     def _reuse(self, state: JobState) -> bool:
         previous = self._previous_result(state.spec.id)
-        if isinstance(previous, dict) and previous.get("status") == "completed":
+        if isinstance(previous, dict) and previous.get("status") == JobStatus.COMPLETED:
             state.reused = True
             state.result = previous
-            self._journal_result(state.spec.id, "completed")
-            self._changed(state, "completed")
+            self._journal_result(state.spec.id, JobStatus.COMPLETED)
+            self._changed(state, JobStatus.COMPLETED)
             log.info("already completed; not rerun", job=state.spec.id)
             return True
         return False
@@ -309,32 +271,34 @@ class Scheduler:
         state.connection = actor.name
         state.started = time.monotonic()
         started_at = utc_now()
-        self._changed(state, "running")
+        self._changed(state, JobStatus.RUNNING)
         steps_path = self._files(state).steps
         if state.progress is None:
             # A fresh run of the job gets a fresh step log; the previous one is kept aside.
             # (A job resumed by a restarted daemon goes on appending to its log.)
-            _set_aside(steps_path)
+            set_aside(steps_path)
         journal = self.journals.open(spec.id) if self.journals is not None else None
         try:
             if journal is not None:
                 journal.append("scheduled", connection=actor.name)
             steps = JsonlLog(steps_path, durable=self.durable)
             try:
-                runner = JobRunner(spec, actor, steps, journal=journal, resume=state.progress)
+                runner = JobRunner(
+                    spec, actor, StepLog(steps, spec.id), journal=journal, resume=state.progress
+                )
                 state.runner = runner
                 error: str | None = None
                 try:
                     status = await runner.run()
                 except JobFailed as exc:
-                    status, error = "failed", str(exc)
+                    status, error = JobStatus.FAILED, str(exc)
                 except trio.Cancelled:
                     # Stopping: record the job cancelled before unwinding, unless the daemon
                     # is only suspending it until its next start.
-                    if not self.suspending:
+                    if not self._suspending:
                         self._finish(
                             state,
-                            "cancelled",
+                            JobStatus.CANCELLED,
                             runner=runner,
                             error=state.cancel_reason or "stopped",
                             started_at=started_at,
@@ -345,14 +309,14 @@ class Scheduler:
         finally:
             if journal is not None:
                 journal.close()
-        if error is None and status != "completed":
+        if error is None and status is not JobStatus.COMPLETED:
             error = next((t.error for t in reversed(runner.turns) if t.error), None)
         self._finish(state, status, runner=runner, error=error, started_at=started_at)
 
     def _finish(
         self,
         state: JobState,
-        status: str,
+        status: JobStatus,
         *,
         runner: JobRunner | None = None,
         error: str | None = None,
@@ -371,40 +335,31 @@ class Scheduler:
     def _result(
         self,
         state: JobState,
-        status: str,
+        status: JobStatus,
         *,
         runner: JobRunner | None,
         error: str | None,
         started_at: str | None,
     ) -> dict[str, Any]:
         state.finished = time.monotonic()
-        turns = [turn.as_record() for turn in runner.turns] if runner else []
-        final_text = next((t["final_text"] for t in reversed(turns) if t["final_text"]), None)
         duration = round(state.finished - state.started, 3) if state.started is not None else 0.0
-        result = {
-            "job_id": state.spec.id,
-            "status": status,
-            "final_text": final_text,
-            "thread_id": runner.thread_id if runner else None,
-            "connection": state.connection,
-            "turns": turns,
-            "attempts": runner.attempts if runner else 0,
-            "continuations": runner.continuations if runner else 0,
-            "usage": dict(runner.usage) if runner else None,
-            "error": error,
-            "started_at": started_at,
-            "finished_at": utc_now(),
-            "duration_s": duration,
-            "steps_file": self._files(state).steps,
-        }
-        return result
+        return job_result(
+            state.spec.id,
+            status,
+            runner.run_record() if runner is not None else JobRun(),
+            connection=state.connection,
+            error=error,
+            started_at=started_at,
+            duration_s=duration,
+            steps_file=self._files(state).steps,
+        )
 
-    def _finished(self, state: JobState, status: str, result: dict[str, Any]) -> None:
+    def _finished(self, state: JobState, status: JobStatus, result: dict[str, Any]) -> None:
         self._journal_result(state.spec.id, status)
         state.result = result
         self._changed(state, status)
 
-    def _journal_result(self, job_id: str, status: str) -> None:
+    def _journal_result(self, job_id: str, status: JobStatus) -> None:
         """Journal that the job's result is on disk (a daemon killed between writing the
         result and journaling it finds the result at its next start), then compact."""
         if self.journals is None or self.journals.progress(job_id).finished:
@@ -415,48 +370,18 @@ class Scheduler:
 
     def write_summary(self) -> dict[str, Any]:
         """Write `summary.json`: one entry per job of this run, and totals."""
-        jobs = []
-        totals: dict[str, int] = {
-            "jobs": 0,
-            "completed": 0,
-            "failed": 0,
-            "cancelled": 0,
-            "reused": 0,
-            "total_tokens": 0,
-        }
-        for state in self.states.values():
-            result = state.result or {}
-            status = state.status if state.status in FINAL else "cancelled"
-            usage = result.get("usage") or {}
-            tokens = int(usage.get("total_tokens") or 0) if isinstance(usage, Mapping) else 0
-            jobs.append(
-                {
-                    "job_id": state.spec.id,
-                    "status": status,
-                    "reused": state.reused,
-                    "connection": result.get("connection"),
-                    "duration_s": result.get("duration_s"),
-                    "total_tokens": tokens,
-                    "continuations": result.get("continuations", 0),
-                    "error": result.get("error"),
-                    "result_file": self._files(state).result,
-                }
-            )
-            totals["jobs"] += 1
-            totals[status] += 1
-            totals["reused"] += int(state.reused)
-            totals["total_tokens"] += tokens
-        summary = {
-            "started_at": self.started_at,
-            "finished_at": utc_now(),
-            "jobs": jobs,
-            "totals": totals,
-        }
+        summary = run_summary(
+            (
+                SummaryEntry(
+                    job_id=state.spec.id,
+                    status=state.status,
+                    reused=state.reused,
+                    result=state.result,
+                    result_file=self._files(state).result,
+                )
+                for state in self.states.values()
+            ),
+            started_at=self.started_at,
+        )
         write_json_atomic(self.layout.summary_path, summary)
         return summary
-
-
-def _set_aside(path: str) -> None:
-    """Rename an existing file to `<path>.previous` (replacing an older one)."""
-    if os.path.exists(path):
-        os.replace(path, f"{path}.previous")

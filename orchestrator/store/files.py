@@ -20,6 +20,21 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.errors import UnsafePath
+
+__all__ = [
+    "JsonlLog",
+    "UnsafePath",
+    "ensure_dir",
+    "open_append_nofollow",
+    "open_nofollow",
+    "read_json",
+    "record_dir",
+    "refuse_link",
+    "utc_now",
+    "write_json_atomic",
+]
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -38,10 +53,6 @@ def utc_now() -> str:
     if second != _second[0]:
         _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     return f"{_second[1]}.{int(now % 1 * 1000):03d}Z"
-
-
-class UnsafePath(OSError):
-    """A symbolic link where a record is to be written: refused, never followed."""
 
 
 def ensure_dir(path: Path) -> Path:
@@ -152,21 +163,26 @@ def _write_all(fd: int, data: bytes) -> None:
         written += os.write(fd, data[written:])
 
 
-def open_append_nofollow(path: str | Path) -> int:
-    """Open (creating it 0600) a file to append to, never through a symbolic link.
+def open_nofollow(path: str | Path, flags: int) -> int:
+    """`os.open` (creating files 0600), never through a symbolic link.
 
-    A link planted where a log or journal goes would make us append to its target, anywhere
-    on the disk; even a dangling one would create that target.
+    A link planted where a log, a journal or a lock goes would make us write to its target,
+    anywhere on the disk; even a dangling one would create that target.
 
     Raises:
         UnsafePath: `path` is a symbolic link.
     """
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        return os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             refuse_link(Path(path))
         raise
+
+
+def open_append_nofollow(path: str | Path) -> int:
+    """Open (creating it 0600) a file to append to, never through a symbolic link."""
+    return open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
 
 def read_json(path: Path) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from orchestrator.jobs.model import JobStatus
 from orchestrator.store.files import (
     open_append_nofollow,
     read_json,
@@ -26,7 +27,6 @@ from orchestrator.store.files import (
 from orchestrator.store.layout import check_job_id
 
 JOURNAL_VERSION = 1
-FINISHED = ("completed", "failed", "cancelled")
 
 
 class JobJournal:
@@ -73,13 +73,21 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _status(value: object) -> JobStatus:
+    """A journaled status; one this version does not know reads as failed."""
+    try:
+        return JobStatus(str(value))
+    except ValueError:
+        return JobStatus.FAILED
+
+
 @attrs.frozen(kw_only=True)
 class JobProgress:
     """How far a job got, folded from its journal."""
 
     job_id: str
     task_file: str | None = None
-    status: str = "accepted"  # accepted | running | completed | failed | cancelled
+    status: JobStatus = attrs.field(default=JobStatus.ACCEPTED, converter=_status)
     connection: str | None = None
     thread_id: str | None = None
     turns_done: int = 0  # turns completed on the thread
@@ -107,7 +115,7 @@ def fold(job_id: str, records: list[dict[str, Any]]) -> JobProgress:
         if event == "accepted":
             state.update(task_file=record.get("task_file"), accepted_at=record.get("ts"))
         elif event == "scheduled":
-            state.update(status="running", connection=record.get("connection"))
+            state.update(status=JobStatus.RUNNING, connection=record.get("connection"))
         elif event == "thread_started":
             state.update(thread_id=record.get("thread_id"))
         elif event == "turn_starting":
@@ -127,7 +135,7 @@ def fold(job_id: str, records: list[dict[str, Any]]) -> JobProgress:
         elif event == "cancel_requested":
             state["cancel_requested"] = True
         elif event == "result_written":
-            state.update(status=record.get("status", "failed"), result_written=True)
+            state.update(status=record.get("status", JobStatus.FAILED), result_written=True)
     return JobProgress(**state)
 
 

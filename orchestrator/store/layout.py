@@ -12,14 +12,14 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.errors import UnsafeJobId
+
+__all__ = ["JobFiles", "ResultsLayout", "UnsafeJobId", "check_job_id"]
+
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 RESULT_FILE = "result.json"
 STEPS_FILE = "steps.jsonl"
-
-
-class UnsafeJobId(ValueError):
-    """A job id that could name a path outside the results directory."""
 
 
 def check_job_id(job_id: str) -> str:

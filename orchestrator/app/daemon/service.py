@@ -1,4 +1,4 @@
-"""The daemon: a long-running scheduler fed by a watched inbox, safe against crashes.
+"""The daemon service: a long-running scheduler fed by a watched inbox, safe against crashes.
 
 Layout under the config's directories:
 
@@ -21,13 +21,9 @@ that exit when the daemon's pipes close, so none outlives it holding a thread's 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,128 +31,31 @@ import attrs
 import structlog
 import trio
 
-from orchestrator.app.batch import open_actor_env
+from orchestrator.app.daemon.control import cancel_requests, control_dir
+from orchestrator.app.daemon.inbox import Inbox
+from orchestrator.app.daemon.status import DaemonSnapshot, snapshot_path
 from orchestrator.config.model import OrchestratorConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.load import load_task_file
+from orchestrator.jobs.model import JobStatus
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.runtime.scheduler import ActorPool, JobState, Scheduler
+from orchestrator.runtime.environment import open_actor_env
+from orchestrator.runtime.pool import ActorPool
+from orchestrator.runtime.scheduler import JobState, Scheduler
 from orchestrator.store.files import (
     ensure_dir,
-    read_json,
-    refuse_link,
     utc_now,
     write_json_atomic,
 )
 from orchestrator.store.journal import JobProgress, Journals
-from orchestrator.store.layout import ResultsLayout, check_job_id
+from orchestrator.store.layout import ResultsLayout
+from orchestrator.store.records import unloadable_result
 
 log = structlog.get_logger("orchestrator.app.daemon")
 
 POLL_INTERVAL = 0.5
 STATUS_INTERVAL = 1.0
 SUSPEND_TIMEOUT = 20.0  # bound on interrupting running turns at shutdown
-
-
-class DaemonError(Exception):
-    """The daemon cannot start (another one runs on the state dir, ...)."""
-
-
-# -- one instance per state dir -----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def daemon_lock(state_dir: Path) -> Iterator[None]:
-    """Hold `<state_dir>/daemon.lock` for the daemon's life; refuse a second daemon."""
-    path = ensure_dir(state_dir) / "daemon.lock"
-    # Never through a link: a planted one would have us overwrite its target with our pid.
-    fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise DaemonError(
-                f"another orchestrator daemon (pid {pid}) is already running on {state_dir}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def running_daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding the state dir's lock, or None when none runs."""
-    path = state_dir / "daemon.lock"
-    if not path.exists():
-        return None
-    fd = _open_nofollow(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _open_nofollow(path: Path, flags: int) -> int:
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            refuse_link(path)
-        raise
-
-
-# -- inbox ----------------------------------------------------------------------------
-
-
-class Inbox:
-    """The watched directory and its accepted/ and rejected/ folders."""
-
-    def __init__(self, inbox_dir: Path) -> None:
-        self.root = ensure_dir(inbox_dir)
-        # Below the inbox nothing is followed: a linked accepted/ or rejected/ would move task
-        # files (and write .error files) anywhere.
-        self.accepted = ensure_dir(refuse_link(self.root / "accepted"))
-        self.rejected = ensure_dir(refuse_link(self.root / "rejected"))
-
-    def waiting(self) -> list[Path]:
-        """Complete task files waiting, oldest first (dot-files are still being written)."""
-        files = [p for p in self.root.glob("*.toml") if not p.name.startswith(".") and p.is_file()]
-        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
-
-    def move_to_accepted(self, path: Path) -> Path:
-        """Move a file into accepted/ under a unique name; returns the new path."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        target = self.accepted / f"{stamp}-{path.name}"
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.accepted / f"{stamp}-{n}-{path.name}"
-        os.replace(path, target)
-        return target
-
-    def reject(self, path: Path, problems: tuple[str, ...], name: str | None = None) -> Path:
-        """Move a file into rejected/ (as `name`, default its own) with a `.error` file
-        naming every problem."""
-        target = self.rejected / (name or path.name)
-        if target.exists():
-            target = self.rejected / f"{time.strftime('%Y%m%dT%H%M%S')}-{path.name}"
-        os.replace(path, target)
-        error = target.with_suffix(".error")
-        # The problems name the file where it was read; name it where it now is.
-        lines = [problem.replace(str(path), str(target)) for problem in problems]
-        fd = _open_nofollow(error, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.chmod(error, 0o600)
-        return target
 
 
 # -- the daemon -----------------------------------------------------------------------
@@ -175,7 +74,7 @@ class Daemon:
         self.journals = Journals(self.state_dir)
         self.layout = ResultsLayout(ensure_dir(config.results_dir))
         self.inbox = Inbox(config.inbox_dir)
-        self.control_dir = ensure_dir(refuse_link(self.state_dir / "control"))
+        self.control_dir = control_dir(self.state_dir)
         self.started_at = utc_now()
         self.actors: list[ConnectionActor] = []
         self.scheduler: Scheduler | None = None
@@ -266,7 +165,7 @@ class Daemon:
     async def _retire(self, actor: ConnectionActor) -> None:
         """Stop a removed connection once no job holds one of its threads."""
         with trio.move_on_after(self.config.shutdown_grace + 3600):
-            async with actor.slots_all():
+            async with actor.all_slots():
                 pass
         scope = self._actor_scopes.pop(actor.name, None)
         if scope is not None:
@@ -285,7 +184,6 @@ class Daemon:
         scheduler = self.scheduler
         assert scheduler is not None
         self.stopping = True
-        scheduler.suspending = True
         scheduler.suspend_waiting()  # not started: picked up again at the next start
         with trio.move_on_after(self.config.shutdown_grace):
             await scheduler.wait_until(lambda: scheduler.running == 0)
@@ -333,12 +231,9 @@ class Daemon:
         return {job.id: job for job in task.jobs}
 
     def _fail_unloadable(self, job_id: str, error: str) -> None:
-        write_json_atomic(
-            self.layout.result_path(job_id),
-            {"job_id": job_id, "status": "failed", "error": error, "finished_at": utc_now()},
-        )
+        write_json_atomic(self.layout.result_path(job_id), unloadable_result(job_id, error))
         with contextlib.closing(self.journals.open(job_id)) as journal:
-            journal.append("result_written", status="failed")
+            journal.append("result_written", status=JobStatus.FAILED)
 
     # -- intake --------------------------------------------------------------------------
 
@@ -403,8 +298,7 @@ class Daemon:
     def _process_control(self) -> None:
         scheduler = self.scheduler
         assert scheduler is not None
-        for request in sorted(self.control_dir.glob("cancel-*.request")):
-            job_id = request.name.removeprefix("cancel-").removesuffix(".request")
+        for job_id, request in cancel_requests(self.control_dir):
             if scheduler.cancel_job(job_id):
                 with contextlib.closing(self.journals.open(job_id)) as journal:
                     journal.append("cancel_requested")
@@ -422,111 +316,14 @@ class Daemon:
 
     def _write_status(self) -> None:
         scheduler = self.scheduler
-        write_json_atomic(
-            self.state_dir / "daemon.json",
-            {
-                "pid": os.getpid(),
-                "started_at": self.started_at,
-                "updated_at": utc_now(),
-                "stopping": self.stopping,
-                "connections": [actor.snapshot() for actor in self.actors],
-                "running_jobs": {
-                    job_id: _live(state)
-                    for job_id, state in (scheduler.states.items() if scheduler else ())
-                    if state.status in ("running", "waiting", "pending")
-                },
-            },
+        snapshot = DaemonSnapshot.now(
+            started_at=self.started_at,
+            stopping=self.stopping,
+            actors=self.actors,
+            jobs=scheduler.states.items() if scheduler else (),
         )
-
-
-def _live(state: JobState) -> dict[str, Any]:
-    runner = state.runner
-    return {
-        "status": state.status,
-        "connection": state.connection,
-        "thread_id": runner.thread_id if runner else None,
-        "turn_id": runner.current_turn if runner else None,
-        "continuations": state.continuations,
-    }
+        write_json_atomic(snapshot_path(self.state_dir), snapshot.as_json())
 
 
 def _log_change(state: JobState) -> None:
     log.info("job " + state.status, job=state.spec.id, connection=state.connection)
-
-
-# -- status and cancel, from outside ---------------------------------------------------------
-
-
-def collect_status(config: OrchestratorConfig) -> dict[str, Any]:
-    """Every known job and the connections' health; works whether the daemon runs or not."""
-    state_dir = config.state_dir
-    pid = running_daemon_pid(state_dir) if state_dir.exists() else None
-    snapshot = read_json(state_dir / "daemon.json") if pid is not None else None
-    live = (snapshot or {}).get("running_jobs", {}) if isinstance(snapshot, dict) else {}
-    jobs = []
-    for job_id, progress in sorted(Journals(state_dir).all_progress().items()):
-        entry: dict[str, Any] = {
-            "job_id": job_id,
-            "state": progress.status,
-            "connection": progress.connection,
-            "thread_id": progress.thread_id,
-            "turn_id": progress.pending_turn,
-            "turns_done": progress.turns_done,
-            "continuations": progress.continuations,
-            "accepted_at": progress.accepted_at,
-            "age_s": _age(progress.accepted_at),
-        }
-        if job_id in live and not progress.finished:
-            entry.update({k: v for k, v in live[job_id].items() if v is not None})
-            entry["state"] = live[job_id]["status"]
-        result = read_json(ResultsLayout(config.results_dir).result_path(job_id))
-        if isinstance(result, dict):
-            entry["result"] = str(ResultsLayout(config.results_dir).result_path(job_id))
-        jobs.append(entry)
-    return {
-        "daemon": {"running": pid is not None, "pid": pid},
-        "connections": (snapshot or {}).get("connections", []) if snapshot else [],
-        "jobs": jobs,
-    }
-
-
-def _age(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        accepted = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-    except ValueError:
-        return None
-    return round(time.time() - accepted, 1)
-
-
-def request_cancel(config: OrchestratorConfig, job_id: str) -> Path:
-    """Ask the running daemon to cancel a job (a request file in `<state_dir>/control/`)."""
-    control = ensure_dir(refuse_link(ensure_dir(config.state_dir) / "control"))
-    path = control / f"cancel-{check_job_id(job_id)}.request"
-    write_json_atomic(path, {"job_id": job_id, "requested_at": utc_now()})
-    return path
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """The human view of `collect_status`."""
-    daemon = status["daemon"]
-    lines = [
-        f"daemon: running (pid {daemon['pid']})" if daemon["running"] else "daemon: not running"
-    ]
-    for conn in status["connections"]:
-        lines.append(
-            f"connection {conn['name']}: {conn['state']} · threads {conn['threads_in_use']}/"
-            f"{conn['max_threads']} · restarts {conn['restarts']}"
-        )
-    for job in status["jobs"]:
-        lines.append(
-            f"{job['state']:<10} {job['job_id']:<24} {job.get('connection') or '-':<10} "
-            f"turn {job.get('turn_id') or '-'} · continuations {job['continuations']}"
-        )
-    return "\n".join(lines)
-
-
-def json_dumps(data: Any) -> str:
-    """Stable JSON for `status --json`."""
-    return json.dumps(data, indent=2, sort_keys=True)
