@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, TextIO
 
 import trio
 
 from orchestrator import __version__
 from orchestrator._util.logs import configure_logging, register_secret
 from orchestrator.app.batch import print_summary, run_batch
+from orchestrator.app.chat import ChatOptions, run_chat
 from orchestrator.app.daemon import (
     Daemon,
     collect_status,
@@ -27,27 +21,13 @@ from orchestrator.app.daemon import (
     request_cancel,
     running_daemon_pid,
 )
-from orchestrator.client import (
-    ChatContinuation,
-    CodexClient,
-    CodexError,
-    CodexTurnInactiveError,
-    ConversationStep,
-    ServerRequest,
-    ThreadOptions,
-    TurnStream,
-)
-from orchestrator.config.model import OrchestratorConfig, load_config, validate_jobs_against_config
-from orchestrator.errors import ConfigError, DaemonError
-from orchestrator.jobs.load import load_task_files
+from orchestrator.app.daemon.control import wait_for_result
+from orchestrator.client import CodexError, ThreadOptions
+from orchestrator.config.model import OrchestratorConfig, load_config
+from orchestrator.errors import ConfigError, DaemonError, UnsafeJobId
+from orchestrator.jobs.load import load_jobs_and_config
 from orchestrator.jobs.model import JobSpec
-from orchestrator.protocol.server_requests import APPROVAL_METHODS, decision_result
-from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS, open_scripted_provider
 from orchestrator.scripted import main as scripted_provider_main
-from orchestrator.scripted.home import write_codex_home
-from orchestrator.store.files import read_json
-from orchestrator.store.layout import ResultsLayout
-from orchestrator.transport.stdio import find_codex
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -168,56 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "chat":
-        register_secret(args.token)
-        prompts = list(args.prompt)
-        if not prompts:
-            prompts = [line.strip() for line in sys.stdin if line.strip()]
-        if not prompts:
-            print("orchestrator chat: no prompt given (--prompt or stdin)", file=sys.stderr)
-            return EXIT_USAGE
-        if args.transport == "websocket" and args.offline:
-            print("orchestrator chat: --offline runs codex over stdio", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            return trio.run(_chat, args, prompts)
-        except CodexError as exc:
-            print(f"orchestrator chat: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except KeyboardInterrupt:
-            return 130
+        return _chat(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _load(args: argparse.Namespace) -> tuple[OrchestratorConfig, tuple[JobSpec, ...]]:
-    """Config and jobs, validated together; raises ConfigError naming every problem."""
-    problems: list[str] = []
-    config: OrchestratorConfig | None = None
-    jobs: tuple[JobSpec, ...] = ()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    try:
-        jobs = load_task_files(args.taskfiles)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    if config is not None and jobs:
-        try:
-            validate_jobs_against_config(jobs, config)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError("\n".join(problems), problems=tuple(problems))
-    assert config is not None
-    return config, jobs
+def _print_problems(problems: tuple[str, ...]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
 
 
 def _service_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        _print_problems(exc.problems)
         return EXIT_USAGE
     if args.command == "status":
         status = collect_status(config)
@@ -240,22 +184,11 @@ def _cancel(config: OrchestratorConfig, job_id: str, wait: float) -> int:
         return EXIT_FAILED
     try:
         request_cancel(config.state_dir, job_id)
-    except ValueError as exc:
+    except UnsafeJobId as exc:
         print(f"orchestrator cancel: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result_path = ResultsLayout(config.results_dir).result_path(job_id)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        result = read_json(result_path)
-        if isinstance(result, dict) and result.get("status") in (
-            "cancelled",
-            "completed",
-            "failed",
-        ):
-            print(f"{job_id}: {result['status']}")
-            return EXIT_OK
-        time.sleep(0.2)
-    print(f"{job_id}: cancel requested")
+    status = wait_for_result(config.results_dir, job_id, wait)
+    print(f"{job_id}: {status or 'cancel requested'}")
     return EXIT_OK
 
 
@@ -264,10 +197,9 @@ def _load_or_report(
 ) -> tuple[OrchestratorConfig, tuple[JobSpec, ...]] | None:
     """Config and jobs; or None after printing every problem to stderr."""
     try:
-        return _load(args)
+        return load_jobs_and_config(args.config, args.taskfiles)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        _print_problems(exc.problems)
         print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
         return None
 
@@ -303,108 +235,37 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if totals["completed"] == totals["jobs"] else EXIT_FAILED
 
 
-@asynccontextmanager
-async def _connect(args: argparse.Namespace) -> AsyncIterator[CodexClient]:
-    options: dict[str, Any] = {"approval_handler": _approval_answerer(args.approve)}
-    if args.transport == "websocket":
-        async with CodexClient.connect_websocket(args.url, token=args.token, **options) as client:
-            yield client
-        return
-    if not args.offline:
-        async with CodexClient.connect_stdio(args.cmd, **options) as client:
-            yield client
-        return
-    async with open_scripted_provider() as provider:
-        with tempfile.TemporaryDirectory(prefix="codex-home-") as home:
-            env = write_codex_home(Path(home), base_url=provider.base_url)
-            command = [find_codex(), *SCRIPTED_APP_SERVER_ARGS]
-            async with CodexClient.connect_stdio(command, env=env, **options) as client:
-                yield client
-
-
-def _approval_answerer(decision: str) -> Any:
-    async def answer(request: ServerRequest) -> dict[str, Any] | None:
-        await trio.lowlevel.checkpoint()
-        if request.method in APPROVAL_METHODS:
-            print(f"[approval] {request.method}: {decision}", flush=True)
-            try:
-                return decision_result(request.method, decision)
-            except ValueError:
-                return None
-        return None  # anything else: the default refusal
-
-    return answer
-
-
-async def _chat(args: argparse.Namespace, prompts: Sequence[str]) -> int:
-    options = ThreadOptions(
-        cwd=args.cwd,
-        model=args.model,
-        sandbox=args.sandbox,
-        approval_policy=args.approval_policy,
+def _chat(args: argparse.Namespace) -> int:
+    register_secret(args.token)
+    prompts = list(args.prompt) or [line.strip() for line in sys.stdin if line.strip()]
+    if not prompts:
+        print("orchestrator chat: no prompt given (--prompt or stdin)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.transport == "websocket" and args.offline:
+        print("orchestrator chat: --offline runs codex over stdio", file=sys.stderr)
+        return EXIT_USAGE
+    options = ChatOptions(
+        transport=args.transport,
+        command=args.cmd,
+        url=args.url,
+        token=args.token,
+        offline=args.offline,
+        inactivity_timeout=args.inactivity_timeout,
+        cancel_on_timeout=args.cancel_on_timeout,
+        show_data=args.show_data,
+        approve=args.approve,
+        thread=ThreadOptions(
+            cwd=args.cwd,
+            model=args.model,
+            sandbox=args.sandbox,
+            approval_policy=args.approval_policy,
+        ),
     )
-    out = sys.stdout
-    all_completed = True
-    async with _connect(args) as client:
-        thread_id: str | None = None
-        for prompt in prompts:
-            print(f"\n>>> {prompt}", file=out, flush=True)
-            stream = client.chat(
-                prompt,
-                thread_id=thread_id,
-                thread_options=options,
-                inactivity_timeout=args.inactivity_timeout,
-            )
-            status = await _print_turn(client, stream, args, out)
-            thread_id = stream.thread_id
-            all_completed = all_completed and status == "completed"
-    return EXIT_OK if all_completed else EXIT_FAILED
-
-
-async def _print_turn(
-    client: CodexClient, stream: TurnStream, args: argparse.Namespace, out: TextIO
-) -> str:
-    """Print the turn's steps as they complete, resuming or cancelling on inactivity."""
-    continuation: ChatContinuation | None = None
-    while True:
-        try:
-            async for step in stream:
-                _print_step(step, show_data=args.show_data, out=out)
-            break
-        except CodexTurnInactiveError as exc:
-            continuation = exc.continuation
-            if args.cancel_on_timeout:
-                print(f"[inactive for {args.inactivity_timeout} s: cancelling]", file=out)
-                cancelled = await client.cancel(continuation)
-                for step in cancelled.steps:
-                    _print_step(step, show_data=args.show_data, out=out)
-                print(f"[turn {cancelled.status}]", file=out, flush=True)
-                return cancelled.status or "interrupted"
-            print(f"[inactive for {args.inactivity_timeout} s: still waiting]", file=out)
-            stream = client.chat(
-                continuation=continuation, inactivity_timeout=args.inactivity_timeout
-            )
-    result = await stream.result()
-    summary = f"[turn {result.status}"
-    if result.usage is not None:
-        summary += f" · {result.usage.total_tokens} tokens"
-    if result.continuations:
-        summary += f" · {result.continuations} continuations"
-    if result.error_message:
-        summary += f" · error: {result.error_message}"
-    print(summary + "]", file=out, flush=True)
-    return result.status
-
-
-def _print_step(step: ConversationStep, *, show_data: bool, out: TextIO) -> None:
-    label = step.step_type
-    if step.step_type == "exec":
-        command = step.data.get("command") or ""
-        exit_code = step.data.get("exitCode")
-        label += f" · {command} · exit {exit_code} · {step.data.get('status')}"
-    print(f"--- {label} ---", file=out)
-    if step.text:
-        print(step.text.rstrip("\n"), file=out)
-    if show_data:
-        print(json.dumps(step.data, indent=2, ensure_ascii=False), file=out)
-    out.flush()
+    try:
+        completed = trio.run(run_chat, options, prompts, sys.stdout)
+    except CodexError as exc:
+        print(f"orchestrator chat: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK if completed else EXIT_FAILED

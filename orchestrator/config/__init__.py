@@ -7,7 +7,6 @@ from orchestrator.config.model import (
     OrchestratorConfig,
     Transport,
     load_config,
-    validate_jobs_against_config,
 )
 
 __all__ = [
@@ -15,5 +14,4 @@ __all__ = [
     "OrchestratorConfig",
     "Transport",
     "load_config",
-    "validate_jobs_against_config",
 ]

@@ -13,18 +13,19 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
 from orchestrator.config.readers import (
     SECONDS_CAP,
-    Problem,
+    FrozenMap,
     Problems,
     Where,
     check_keys,
     describe,
+    freeze_str_map,
     read_enum,
     read_int,
     read_seconds,
@@ -35,7 +36,6 @@ from orchestrator.config.readers import (
     read_toml,
     resolve_dir,
 )
-from orchestrator.jobs.model import FrozenMap, JobSpec, freeze_str_map
 
 CONNECTION_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+\Z")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -195,31 +195,6 @@ def load_config(path: StrPath | None = None) -> OrchestratorConfig:
     problems.raise_if_any()
     assert config is not None
     return config
-
-
-def validate_jobs_against_config(jobs: Iterable[JobSpec], config: OrchestratorConfig) -> None:
-    """Check that every job's `connection` names a configured connection.
-
-    Raises:
-        ConfigError: one problem per job naming an unknown connection, at the job's line.
-    """
-    configured = [spec.name for spec in config.connections]
-    problems = Problems()
-    for job in jobs:
-        if job.connection is None or job.connection in configured:
-            continue
-        line, key = job.source.locate("connection")
-        where_from = f" in {config.source}" if config.source is not None else ""
-        problems.add_problem(
-            Problem(
-                str(job.source.file),
-                line,
-                key,
-                f'unknown connection "{job.connection}"; configured{where_from}: '
-                + ", ".join(configured),
-            )
-        )
-    problems.raise_if_any()
 
 
 # --- reading --------------------------------------------------------------------------------

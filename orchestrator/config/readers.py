@@ -24,9 +24,9 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -34,6 +34,8 @@ from orchestrator.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
 E = TypeVar("E", bound=enum.Enum)
+K = TypeVar("K")
+V = TypeVar("V")
 
 SECONDS_CAP = 7 * 24 * 3600.0  # no timeout or grace period may exceed a week
 
@@ -325,6 +327,44 @@ class _Scanner:
                 level -= 1
                 if level <= 0:
                     return
+
+
+class FrozenMap(Mapping[K, V], Generic[K, V]):
+    """An immutable, hashable mapping (so specs holding one stay hashable)."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, items: Mapping[K, V] | Sequence[tuple[K, V]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._data: dict[K, V] = dict(pairs)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+def freeze_str_map(items: Mapping[str, str] | Sequence[tuple[str, str]]) -> FrozenMap[str, str]:
+    """A FrozenMap of strings from a mapping or pairs (an attrs converter)."""
+    return items if isinstance(items, FrozenMap) else FrozenMap(items)
 
 
 # --- problems -------------------------------------------------------------------------------

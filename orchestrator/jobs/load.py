@@ -16,6 +16,7 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.config.model import OrchestratorConfig, load_config
 from orchestrator.config.readers import (
     Layer,
     Problem,
@@ -26,6 +27,7 @@ from orchestrator.config.readers import (
     describe,
     read_toml,
 )
+from orchestrator.errors import ConfigError
 from orchestrator.jobs.model import (
     JobSpec,
     TaskFile,
@@ -276,3 +278,58 @@ def _strongly_connected(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
     return components
+
+
+def validate_jobs_against_config(jobs: Iterable[JobSpec], config: OrchestratorConfig) -> None:
+    """Check that every job's `connection` names a configured connection.
+
+    Raises:
+        ConfigError: one problem per job naming an unknown connection, at the job's line.
+    """
+    configured = [spec.name for spec in config.connections]
+    problems = Problems()
+    for job in jobs:
+        if job.connection is None or job.connection in configured:
+            continue
+        line, key = job.source.locate("connection")
+        where_from = f" in {config.source}" if config.source is not None else ""
+        problems.add_problem(
+            Problem(
+                str(job.source.file),
+                line,
+                key,
+                f'unknown connection "{job.connection}"; configured{where_from}: '
+                + ", ".join(configured),
+            )
+        )
+    problems.raise_if_any()
+
+
+def load_jobs_and_config(
+    config_path: StrPath | None, task_files: Sequence[StrPath]
+) -> tuple[OrchestratorConfig, tuple[JobSpec, ...]]:
+    """The config and the jobs of the task files, validated together.
+
+    Raises:
+        ConfigError: naming every problem of the config and of every task file at once.
+    """
+    problems: list[str] = []
+    config: OrchestratorConfig | None = None
+    jobs: tuple[JobSpec, ...] = ()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    try:
+        jobs = load_task_files(task_files)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if config is not None and jobs:
+        try:
+            validate_jobs_against_config(jobs, config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError("\n".join(problems), problems=tuple(problems))
+    assert config is not None
+    return config, jobs

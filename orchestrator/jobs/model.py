@@ -11,18 +11,20 @@ from __future__ import annotations
 import enum
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
 from orchestrator.config.readers import (
+    FrozenMap,
     Layer,
     Problems,
     Where,
     check_keys,
     describe,
+    freeze_str_map,
     pick,
     read_choice,
     read_enum,
@@ -106,44 +108,6 @@ class InactivityAction(enum.StrEnum):
     CONTINUE = "continue"  # keep waiting (counts against max_continuations)
     CANCEL = "cancel"  # interrupt the turn; the job ends cancelled
     FAIL = "fail"  # interrupt the turn; the job ends failed
-
-
-class FrozenMap(Mapping[K, V], Generic[K, V]):
-    """An immutable, hashable mapping (so specs holding one stay hashable)."""
-
-    __slots__ = ("_data", "_hash")
-
-    def __init__(self, items: Mapping[K, V] | Sequence[tuple[K, V]] = ()) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        self._data: dict[K, V] = dict(pairs)
-        self._hash: int | None = None
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(frozenset(self._data.items()))
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return self._data == dict(other.items())
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-
-def freeze_str_map(items: Mapping[str, str] | Sequence[tuple[str, str]]) -> FrozenMap[str, str]:
-    """A FrozenMap of strings from a mapping or pairs (an attrs converter)."""
-    return items if isinstance(items, FrozenMap) else FrozenMap(items)
 
 
 def _argv_prefixes(value: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:

@@ -11,10 +11,10 @@ from orchestrator.config import (
     OrchestratorConfig,
     Transport,
     load_config,
-    validate_jobs_against_config,
 )
 from orchestrator.errors import ConfigError
 from orchestrator.jobs import load_task_files
+from orchestrator.jobs.load import validate_jobs_against_config
 from tests.jobs.conftest import WriteFile
 
 
