@@ -35,114 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from settings import BENCH, JOB_CONNECTIONS, JOB_THREADS, MIB, ROOT, Settings
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 SEED_VENV = BENCH / ".venv-seed"
 SEED_PYTHON = SEED_VENV / "bin" / "python"
 SEED_REQUIREMENT = "codex-app-server-sdk==0.4.1"
 PROFILE_DIR = BENCH / ".profile"
-MIB = 1024  # the measurements report KiB
-JOB_CONNECTIONS = 4  # the overhead cases: connections x thread slots = concurrent jobs
-JOB_THREADS = 4
 # Where a results directory costs no disk flushes, if present. The measurement makes its
 # directory there with mkdtemp (0700, unpredictable name), hence the noqa.
 TMPFS = Path("/dev/shm")  # noqa: S108
-
-
-@attrs.frozen(kw_only=True)
-class Settings:
-    """What one invocation measures."""
-
-    quick: bool
-    repeat: int
-    notifications: int
-    turns: int
-    window: int
-    large_every: int
-    fleet: int  # connections in one process
-    fleet_notifications: int  # per connection
-    jobs: int
-    request_every: int  # lines of the streamed turn between two approval requests
-    soak_jobs: int  # through a serving scheduler, as the daemon runs them
-    soak_window: int
-    log_steps: int
-    best_of: int  # runs per throughput measurement; the fastest counts
-    seed: bool
-    profile: bool
-    output: Path
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Settings:
-        """Quick mode shrinks everything and skips the seed and the profile."""
-        if args.quick:
-            return cls(
-                quick=True,
-                repeat=args.repeat or 1,
-                notifications=2_000,
-                turns=200,
-                window=20,
-                large_every=25,  # keep a few 64 KiB-4 MiB items in the small turn
-                fleet=10,
-                fleet_notifications=1_000,
-                jobs=100,
-                request_every=200,
-                soak_jobs=500,
-                soak_window=100,
-                log_steps=5_000,
-                best_of=1,
-                seed=False,
-                profile=False,
-                output=BENCH / "RESULTS-quick.md",
-            )
-        return cls(
-            quick=False,
-            repeat=args.repeat or 5,
-            notifications=100_000,
-            turns=10_000,
-            window=100,
-            large_every=500,
-            fleet=100,
-            fleet_notifications=10_000,
-            jobs=1_000,
-            request_every=1_000,
-            soak_jobs=10_000,
-            soak_window=1_000,
-            log_steps=100_000,
-            best_of=5,
-            seed=not args.no_seed,
-            profile=not args.no_profile,
-            output=BENCH / "RESULTS.md",
-        )
-
-    def workload(self, *, large: bool = True) -> list[str]:
-        """fake_server.py options of the streamed turn (without large items: `large=False`)."""
-        return [
-            "--notifications",
-            str(self.notifications),
-            "--large-every",
-            str(self.large_every if large else 0),
-        ]
-
-    def fleet_workload(self) -> list[str]:
-        """Each connection's turn in the many-connections cases: the usual shape, shorter,
-        no large items (their transient copies are per connection, measured above)."""
-        return ["--notifications", str(self.fleet_notifications), "--large-every", "0"]
-
-    def steps_workload(self) -> list[str]:
-        """A turn of exactly `log_steps` completed items and nothing else between them:
-        the opening three notifications, then `item/started` + `item/completed` per step,
-        then the closing two."""
-        return [
-            "--notifications",
-            str(2 * self.log_steps + 5),
-            "--deltas-per-item",
-            "0",
-            "--unrelated-every",
-            "0",
-            "--large-every",
-            "0",
-        ]
 
 
 @attrs.frozen
