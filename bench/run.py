@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import seed
+from seed import SEED_REQUIREMENT
 from settings import BENCH, JOB_CONNECTIONS, JOB_THREADS, MIB, ROOT, Settings
 
-SEED_VENV = BENCH / ".venv-seed"
-SEED_PYTHON = SEED_VENV / "bin" / "python"
-SEED_REQUIREMENT = "codex-app-server-sdk==0.4.1"
 PROFILE_DIR = BENCH / ".profile"
 # Where a results directory costs no disk flushes, if present. The measurement makes its
 # directory there with mkdtemp (0700, unpredictable name), hence the noqa.
@@ -672,69 +671,6 @@ def import_baselines() -> str:
     )
 
 
-# -- seed environment -----------------------------------------------------------------------
-
-
-def ensure_seed() -> tuple[Path | None, str]:
-    """The seed's interpreter, creating bench/.venv-seed if needed; or None and why not."""
-    if _seed_works():
-        return SEED_PYTHON, f"{SEED_REQUIREMENT} in bench/.venv-seed (existing)"
-    python, env = _find_python312()
-    if python is None:
-        return None, "no Python >= 3.12 found (tried python3.12, python3.13, python3.14, pyenv)"
-    steps = [
-        [python, "-m", "venv", "--clear", str(SEED_VENV)],
-        [str(SEED_PYTHON), "-m", "pip", "install", "-q", SEED_REQUIREMENT],
-    ]
-    for step in steps:
-        try:
-            done = subprocess.run(
-                step, env=env, capture_output=True, text=True, timeout=600, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return None, f"`{shlex.join(step)}` failed: {exc}"
-        if done.returncode != 0:
-            tail = " / ".join(done.stderr.strip().splitlines()[-2:])
-            return None, f"`{shlex.join(step)}` failed: {tail}"
-    if not _seed_works():
-        return None, "bench/.venv-seed was created but cannot import codex_app_server_sdk"
-    return SEED_PYTHON, f"{SEED_REQUIREMENT} installed into bench/.venv-seed with {python}"
-
-
-def _seed_works() -> bool:
-    if not SEED_PYTHON.exists():
-        return False
-    check = [str(SEED_PYTHON), "-c", "import codex_app_server_sdk"]
-    return subprocess.run(check, capture_output=True, check=False).returncode == 0
-
-
-def _find_python312() -> tuple[str | None, dict[str, str]]:
-    """An interpreter >= 3.12 and the environment to run it in (pyenv shims need a version)."""
-    env = dict(os.environ)
-    names = [env.get("BENCH_SEED_PYTHON", ""), "python3.12", "python3.13", "python3.14"]
-    probe = "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"
-    pyenv_versions: list[str] = []
-    if shutil.which("pyenv"):
-        listed = subprocess.run(
-            ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
-        )
-        pyenv_versions = listed.stdout.split()
-    for name in filter(None, names):
-        path = shutil.which(name) or (name if Path(name).exists() else None)
-        if path is None:
-            continue
-        for version in [None, *pyenv_versions]:
-            trial = dict(env)
-            if version is not None:
-                if not name.endswith(version.rsplit(".", 1)[0]):
-                    continue
-                trial["PYENV_VERSION"] = version
-            ok = subprocess.run([path, "-c", probe], env=trial, capture_output=True, check=False)
-            if ok.returncode == 0:
-                return path, trial
-    return None, env
-
-
 # -- profile --------------------------------------------------------------------------------
 
 LAYERS = (
@@ -1215,15 +1151,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_args(parser.parse_args(argv))
     started = datetime.datetime.now(datetime.UTC)
     notes: list[str] = []
-    seed_python: Path | None = None
-    if settings.quick:
-        seed_note = "skipped in quick mode"
-    elif not settings.seed:
-        seed_note = "skipped (--no-seed)"
-    else:
-        seed_python, seed_note = ensure_seed()
-        if seed_python is None:
-            notes.append(f"The seed could not be set up, so it was not measured: {seed_note}.")
+    seed_python, seed_note = seed.prepare(settings)
+    if settings.seed and seed_python is None:
+        notes.append(f"The seed could not be set up, so it was not measured: {seed_note}.")
     print(f"seed: {seed_note}", flush=True)
     cases = build_cases(settings, seed_python)
     notes.append(import_baselines())
