@@ -27,7 +27,6 @@ import platform
 import pstats
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -38,6 +37,8 @@ import attrs
 import seed
 from seed import SEED_REQUIREMENT
 from settings import BENCH, JOB_CONNECTIONS, JOB_THREADS, MIB, ROOT, Settings
+from spread import Spread, last_success, values
+from spread import cell as _cell
 
 PROFILE_DIR = BENCH / ".profile"
 # Where a results directory costs no disk flushes, if present. The measurement makes its
@@ -574,40 +575,6 @@ def _brief(result: dict[str, Any]) -> str:
     return f"turn {result['early_ms']:.3f} ms -> {result['late_ms']:.3f} ms"
 
 
-@attrs.frozen
-class Spread:
-    """Median, min and max of a sample."""
-
-    median: float
-    low: float
-    high: float
-    count: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread | None:
-        """None for an empty sample."""
-        if not values:
-            return None
-        return cls(statistics.median(values), min(values), max(values), len(values))
-
-    def show(self, fmt: str = "{:,.0f}", unit: str = "") -> str:
-        """`median (min-max)`."""
-        middle = fmt.format(self.median) + unit
-        if self.count == 1:
-            return middle
-        return f"{middle} ({fmt.format(self.low)}-{fmt.format(self.high)})"
-
-
-def values(results: list[dict[str, Any]], key: str) -> list[float]:
-    """The key's values over the rounds that succeeded."""
-    return [r[key] for r in results if "error" not in r and key in r]
-
-
-def last_success(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last round's result among those that succeeded (there is one)."""
-    return next(r for r in reversed(results) if "error" not in r)
-
-
 def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> Spread | None:
     """Per-round ratios (or values), summarized."""
     mine = results.get(figure.case)
@@ -1084,11 +1051,6 @@ def scale_paragraphs(settings: Settings, results: dict[str, list[dict[str, Any]]
             "(after the timed window).",
         ]
     return out
-
-
-def _cell(sample: list[float], fmt: str) -> str:
-    spread = Spread.of(sample)
-    return spread.show(fmt) if spread else "-"
 
 
 def profile_section(
