@@ -25,36 +25,21 @@ import json
 import os
 import platform
 import pstats
-import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import seed
-from seed import SEED_REQUIREMENT
+from cases import Case, build_cases, measure, seed_case, show_command
 from settings import BENCH, JOB_CONNECTIONS, JOB_THREADS, MIB, ROOT, Settings
 from spread import Spread, last_success, values
 from spread import cell as _cell
 
 PROFILE_DIR = BENCH / ".profile"
-# Where a results directory costs no disk flushes, if present. The measurement makes its
-# directory there with mkdtemp (0700, unpredictable name), hence the noqa.
-TMPFS = Path("/dev/shm")  # noqa: S108
-
-
-@attrs.frozen
-class Case:
-    """One kind of measurement: a command that prints one JSON line."""
-
-    name: str
-    argv: tuple[str, ...]
-    what: str
-    timeout: float = 600.0
-    project: bool = True  # False for the seed: its failures are findings, not crashes
 
 
 @attrs.frozen
@@ -74,190 +59,6 @@ class Figure:
     def format(self) -> str:
         """How the value is shown."""
         return self.fmt or ("{:.2f}" if self.unit == "x" else "{:.1f}")
-
-
-def measure(mode: str, *options: str, workload: Sequence[str] = ()) -> tuple[str, ...]:
-    """A bench/measure.py command line."""
-    return (sys.executable, "bench/measure.py", mode, *options, "--", *workload)
-
-
-def build_cases(settings: Settings, seed_python: Path | None) -> list[Case]:
-    """Every case of one round, in the order they run."""
-    full = settings.workload()
-    small = settings.workload(large=False)
-    best = ("--best-of", str(settings.best_of))
-    cases = [
-        Case(
-            "limit-stdio",
-            measure("limit-stdio", *best, workload=full),
-            "bare reader: 256 KiB reads, split lines, jsoncodec.loads",
-        ),
-        Case(
-            "chat_once-stdio",
-            measure("client-stdio", "--api", "chat_once", *best, workload=full),
-            "CodexClient.connect_stdio + chat_once",
-        ),
-        Case(
-            "chat-stdio",
-            measure("client-stdio", "--api", "chat", *best, workload=full),
-            "CodexClient.connect_stdio + chat (steps not kept)",
-        ),
-        Case(
-            "approvals-stdio",
-            measure(
-                "client-approvals",
-                "--api",
-                "chat",
-                *best,
-                workload=[*full, "--request-every", str(settings.request_every)],
-            ),
-            f"chat, the same turn with a command approval request after every "
-            f"{settings.request_every:,}th line, each accepted by the approval handler",
-        ),
-        Case(
-            "limit-ws",
-            measure("limit-ws", *best, workload=full),
-            "bare trio-websocket reader + jsoncodec.loads",
-        ),
-        Case(
-            "limit-wsproto",
-            measure("limit-wsproto", *best, workload=full),
-            "bare wsproto reader on a trio stream + jsoncodec.loads",
-        ),
-        Case(
-            "chat_once-ws",
-            measure("client-ws", "--api", "chat_once", *best, workload=full),
-            "CodexClient.connect_websocket + chat_once",
-        ),
-        Case(
-            "chat-ws",
-            measure("client-ws", "--api", "chat", *best, workload=full),
-            "CodexClient.connect_websocket + chat (steps not kept)",
-        ),
-        Case(
-            "trivial",
-            measure("trivial", "--turns", str(settings.turns), "--window", str(settings.window)),
-            f"{settings.turns:,} trivial turns, chat_once, one thread, one connection",
-        ),
-        *scale_cases(settings),
-    ]
-    if seed_python is not None:
-        cases += [
-            Case(
-                "chat_once-stdio-small",
-                measure("client-stdio", "--api", "chat_once", workload=small),
-                "CodexClient.connect_stdio + chat_once, no large items",
-            ),
-            Case(
-                "seed-stdio-small",
-                (
-                    str(seed_python),
-                    "bench/seed_measure.py",
-                    "--server-python",
-                    sys.executable,
-                    "--",
-                    *small,
-                ),
-                f"seed {SEED_REQUIREMENT} chat_once, no large items",
-                timeout=1800.0,
-                project=False,
-            ),
-        ]
-    return cases
-
-
-def scale_cases(settings: Settings) -> list[Case]:
-    """Many connections, the orchestrator's overhead, and step logging."""
-    fleet = ("--connections", str(settings.fleet))
-    jobs = ("--jobs", str(settings.jobs), "--connections", str(JOB_CONNECTIONS))
-    jobs += ("--threads", str(JOB_THREADS))
-    shape = f"{JOB_CONNECTIONS} connections x {JOB_THREADS} threads"
-    cases = [
-        Case(
-            "many-limit",
-            measure("many-limit", *fleet, workload=settings.fleet_workload()),
-            f"{settings.fleet} bare readers in one process, one turn each at once",
-        ),
-        Case(
-            "many-chat",
-            measure("many-client", *fleet, "--api", "chat", workload=settings.fleet_workload()),
-            f"{settings.fleet} connect_stdio clients in one process, one chat turn each at once",
-        ),
-        Case(
-            "idle",
-            measure("idle", *fleet, workload=["--trivial"]),
-            f"{settings.fleet} initialized idle connections vs none",
-        ),
-        Case(
-            "idle-ws",
-            measure("idle-ws", *fleet, workload=["--trivial"]),
-            f"{settings.fleet} initialized idle websocket connections (keepalive on) vs none",
-        ),
-        Case(
-            "jobs-bare",
-            measure("scheduler-bare", *jobs, workload=["--trivial"]),
-            f"{settings.jobs:,} trivial turns, one chat_once each, {shape}",
-        ),
-        Case(
-            "jobs-scheduler",
-            measure("scheduler", *jobs, workload=["--trivial"]),
-            f"the same {settings.jobs:,} jobs through the scheduler, results on disk, {shape}",
-        ),
-        Case(
-            "jobs-records",
-            measure("records", "--jobs", str(settings.jobs), workload=["--trivial"]),
-            f"the files the scheduler writes for {settings.jobs:,} jobs, written alone on disk "
-            "(no turns)",
-        ),
-    ]
-    if TMPFS.is_dir():
-        cases.append(
-            Case(
-                "jobs-scheduler-tmpfs",
-                measure("scheduler", *jobs, "--results-in", str(TMPFS), workload=["--trivial"]),
-                f"the same, results on tmpfs ({TMPFS}): no disk flushes",
-            )
-        )
-        cases.append(
-            Case(
-                "jobs-records-tmpfs",
-                measure(
-                    "records",
-                    "--jobs",
-                    str(settings.jobs),
-                    "--results-in",
-                    str(TMPFS),
-                    workload=["--trivial"],
-                ),
-                "the same files written alone on tmpfs",
-            )
-        )
-    soak = ("--jobs", str(settings.soak_jobs), "--window", str(settings.soak_window))
-    soak += ("--connections", str(JOB_CONNECTIONS), "--threads", str(JOB_THREADS))
-    if TMPFS.is_dir():
-        soak += ("--results-in", str(TMPFS))
-    cases.append(
-        Case(
-            "soak",
-            measure("soak", *soak, workload=["--trivial"]),
-            f"{settings.soak_jobs:,} trivial jobs through a serving scheduler as the daemon runs "
-            f"them (journals, durable records{' on tmpfs' if TMPFS.is_dir() else ''}), {shape}",
-        )
-    )
-    steps = settings.steps_workload()
-    return [
-        *cases,
-        Case(
-            "steplog-null",
-            measure("steplog", "--log", "null", workload=steps),
-            f"JobRunner, one turn of {settings.log_steps:,} steps, step log dropped",
-        ),
-        Case(
-            "steplog-jsonl",
-            measure("steplog", "--log", "jsonl", workload=steps),
-            f"JobRunner, one turn of {settings.log_steps:,} steps, steps.jsonl written",
-        ),
-    ]
 
 
 def build_figures(settings: Settings) -> list[Figure]:
@@ -729,7 +530,7 @@ def run_profiles(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, A
     )  # fmt: skip
     result = run_case(Case("profile", argv, "cProfile"))
     cprofile = summarize_cprofile(pstats_path) if "error" not in result else None
-    commands = [f"`{_show(argv)}`"]
+    commands = [f"`{show_command(argv)}`"]
     pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     sampled = None
     if pyspy is not None:
@@ -738,21 +539,11 @@ def run_profiles(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, A
         spy = (pyspy, "record", "-r", "1000", "-f", "raw", "-o", str(raw), "--", *plain)
         subprocess.run(spy, cwd=ROOT, capture_output=True, timeout=600, check=False)
         sampled = summarize_pyspy(raw)
-        commands.append(f"`{_show(spy)}`")
+        commands.append(f"`{show_command(spy)}`")
     return cprofile, sampled, " and ".join(commands)
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def _show(argv: Sequence[str]) -> str:
-    """A command as typed from the checkout's root."""
-    shown = []
-    for part in argv:
-        if part.startswith(f"{ROOT}/"):
-            part = part[len(str(ROOT)) + 1 :]
-        shown.append(part)
-    return shlex.join(shown)
 
 
 def machine() -> list[str]:
@@ -935,7 +726,7 @@ def write_report(
         "## Exact commands (from the checkout's root)",
         "",
     ]
-    out += [f"- {case.name}: `{_show(case.argv)}`" for case in cases]
+    out += [f"- {case.name}: `{show_command(case.argv)}`" for case in cases]
     if profiles is not None:
         out += profile_section(profiles, results)
     settings.output.write_text("\n".join(out) + "\n")
@@ -1121,16 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(import_baselines())
     results = run_rounds(settings, cases)
     if seed_python is not None:
-        probe = run_case(
-            Case(
-                "seed-stdio-large",
-                (str(seed_python), "bench/seed_measure.py", "--server-python", sys.executable,
-                 "--", *settings.workload()),
-                "seed on the full workload",
-                timeout=1800.0,
-                project=False,
-            )
-        )  # fmt: skip
+        what = "seed on the full workload"
+        large = seed_case("seed-stdio-large", seed_python, settings.workload(), what)
+        probe = run_case(large)
         outcome = probe.get("error") or f"{probe['events_per_s']:,.0f} events/s"
         notes.append(
             f"The seed on the full workload (with items over 64 KiB), run once: {outcome}. "
