@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import seed
 from cases import Case, build_cases, measure, seed_case, show_command
+from rounds import crashed, run_case, run_rounds
 from settings import BENCH, JOB_CONNECTIONS, JOB_THREADS, MIB, ROOT, Settings
 from spread import Spread, last_success, values
 from spread import cell as _cell
@@ -308,72 +309,6 @@ def scale_figures(settings: Settings) -> list[Figure]:
             lambda v: v >= 0.7,
         ),
     ]
-
-
-# -- running --------------------------------------------------------------------------------
-
-
-def run_case(case: Case) -> dict[str, Any]:
-    """Run one measurement process; its last stdout line is the result."""
-    try:
-        done = subprocess.run(
-            case.argv, cwd=ROOT, capture_output=True, text=True, timeout=case.timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"no result within {case.timeout:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    result: dict[str, Any] = {}
-    if lines:
-        try:
-            result = json.loads(lines[-1])
-        except ValueError:
-            result = {}
-    if done.returncode != 0 or not result or "error" in result:
-        tail = done.stderr.strip().splitlines()[-3:]
-        reason = result.get("error") or " / ".join(tail) or f"exit status {done.returncode}"
-        return {"error": reason}
-    if "peak_rss_kib" in result:
-        result["peak_rss_mib"] = result["peak_rss_kib"] / MIB
-        result["rss_before_mib"] = result["rss_before_kib"] / MIB
-    return result
-
-
-def run_rounds(settings: Settings, cases: list[Case]) -> dict[str, list[dict[str, Any]]]:
-    """Every case once per round; results per case, in round order."""
-    results: dict[str, list[dict[str, Any]]] = {case.name: [] for case in cases}
-    for number in range(1, settings.repeat + 1):
-        for case in cases:
-            result = run_case(case)
-            results[case.name].append(result)
-            print(f"round {number}/{settings.repeat} {case.name}: {_brief(result)}", flush=True)
-    return results
-
-
-def _brief(result: dict[str, Any]) -> str:
-    if "error" in result:
-        return f"FAILED: {result['error']}"
-    if "events_per_s" in result:
-        return (
-            f"{result['events_per_s']:,.0f} events/s in {result['elapsed_s']:.2f} s, "
-            f"peak RSS {result['peak_rss_mib']:.1f} MiB"
-        )
-    if "jobs_per_s" in result:
-        return (
-            f"{result['jobs']:,} jobs in {result['elapsed_s']:.2f} s "
-            f"({result['ms_per_job']:.2f} ms each), peak RSS {result['peak_rss_mib']:.1f} MiB"
-        )
-    if "slowdown" in result:
-        return (
-            f"{result['jobs']:,} daemon jobs in {result['elapsed_s']:.2f} s, last window "
-            f"{result['slowdown']:.2f}x the second, RSS {result['rss_second_window_kib'] / MIB:.1f}"
-            f" -> {result['rss_last_window_kib'] / MIB:.1f} MiB"
-        )
-    if "per_connection_kib" in result:
-        return (
-            f"{result['per_connection_kib']:.1f} KiB per idle connection "
-            f"({result['rss_none_kib'] / MIB:.1f} -> {result['rss_idle_kib'] / MIB:.1f} MiB)"
-        )
-    return f"turn {result['early_ms']:.3f} ms -> {result['late_ms']:.3f} ms"
 
 
 def figure_spread(figure: Figure, results: dict[str, list[dict[str, Any]]]) -> Spread | None:
@@ -929,13 +864,9 @@ def main(argv: list[str] | None = None) -> int:
     for title, shown, target, verdict in summary:
         print(f"{title:<{width}}  {shown:<28} {target:<22} {verdict}")
     print(f"\nwrote {settings.output.relative_to(ROOT)}")
-    crashed = [
-        case.name
-        for case in cases
-        if case.project and any("error" in r for r in results[case.name])
-    ]
-    if crashed:
-        print(f"failed: {', '.join(crashed)}", file=sys.stderr)
+    failed = crashed(cases, results)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
