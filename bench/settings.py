@@ -68,6 +68,21 @@ class Settings:
             output=BENCH / ("RESULTS-quick.md" if args.quick else "RESULTS.md"),
         )
 
+    @property
+    def early_turns(self) -> str:
+        """The trivial case's early window: from turn 10, as the first turns warm up."""
+        return f"10-{9 + self.window}"
+
+    @property
+    def soak_second_window(self) -> str:
+        """The soak's reference window, the second (the first warms up)."""
+        return f"{self.soak_window + 1:,}-{2 * self.soak_window:,}"
+
+    @property
+    def soak_warm_up(self) -> int:
+        """Jobs done once the soak's reference window has closed."""
+        return 2 * self.soak_window
+
     def workload(self, *, large: bool = True) -> list[str]:
         """fake_server.py options of the streamed turn (without large items: `large=False`)."""
         return [
