@@ -1,7 +1,8 @@
-"""What every measurement mode shares: the fake server's command line and the timed window.
+"""What every measurement mode shares: the fake server's command line, the timed window and
+reading a turn with the client.
 
-Imports nothing from the project, so that a reference's peak RSS does not include the
-client's modules.
+Imports nothing from the project at run time, so that a reference's peak RSS does not
+include the client's modules.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from orchestrator.client import ChatResult, CodexClient
 
 BENCH = Path(__file__).resolve().parent
 SERVER = BENCH / "fake_server.py"
@@ -27,6 +32,19 @@ def server_argv(workload: list[str]) -> list[str]:
     """
     lean = [] if any(option.startswith("--listen") for option in workload) else ["-S"]
     return [sys.executable, *lean, str(SERVER), *workload]
+
+
+async def read_turn(client: CodexClient, thread_id: str, api: str) -> tuple[ChatResult, int]:
+    """One turn read to its end through `chat_once` or `chat` (steps not kept): its result
+    and how many steps were read."""
+    if api == "chat_once":
+        result = await client.chat_once("go", thread_id=thread_id)
+        return result, len(result.steps)
+    steps = 0
+    stream = client.chat("go", thread_id=thread_id)
+    async for _step in stream:
+        steps += 1
+    return await stream.result(), steps
 
 
 class Timer:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import BareStdio
-from common import TIMEOUT, Timer, server_argv, ws_server
+from common import TIMEOUT, Timer, read_turn, server_argv, ws_server
 from rss import current_rss_kib, peak_rss_kib
 
 if TYPE_CHECKING:
@@ -165,15 +165,7 @@ def _connect_ws(url: str) -> AbstractAsyncContextManager[CodexClient]:
 
 async def _turn(client: CodexClient, thread_id: str, api: str) -> int:
     """One turn read to its end; the steps read."""
-    if api == "chat_once":
-        result = await client.chat_once("go", thread_id=thread_id)
-        steps = len(result.steps)
-    else:
-        steps = 0
-        stream = client.chat("go", thread_id=thread_id)
-        async for _step in stream:
-            steps += 1
-        result = await stream.result()
+    result, steps = await read_turn(client, thread_id, api)
     if result.status != "completed":
         raise RuntimeError(f"a turn ended {result.status}: {result.error_message}")
     return steps

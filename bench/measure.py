@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import INIT_PARAMS, BareStdio, request_line  # bench/ is on sys.path when run as a script
-from common import TIMEOUT, Timer, server_argv, ws_server
+from common import TIMEOUT, Timer, read_turn, server_argv, ws_server
 from rss import peak_rss_kib
 
 # The same parser the client uses; this module imports nothing else from the project, so
@@ -191,15 +191,7 @@ async def client_turn(client: CodexClient, api: str, timer: Timer) -> dict[str, 
     thread_id = await client.start_thread()
     before = peak_rss_kib()
     with timer:
-        if api == "chat_once":
-            result = await client.chat_once("go", thread_id=thread_id)
-            steps = len(result.steps)
-        else:
-            steps = 0
-            stream = client.chat("go", thread_id=thread_id)
-            async for _step in stream:
-                steps += 1
-            result = await stream.result()
+        result, steps = await read_turn(client, thread_id, api)
     if result.status != "completed" or steps != stats["steps"]:
         raise RuntimeError(
             f"turn ended {result.status} with {steps} steps, expected {stats['steps']}"

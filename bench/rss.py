@@ -13,23 +13,22 @@ def peak_rss_kib() -> int:
     was started by fork + exec also counts the parent's resident set at the fork (Linux
     keeps the larger of the two), so it can never show less than the driver's own size.
     """
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib(b"VmHWM:")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if peak is None else peak
 
 
 def current_rss_kib() -> int:
     """This process's resident set size now (VmRSS), in KiB; 0 where /proc is missing."""
+    return _status_kib(b"VmRSS:") or 0
+
+
+def _status_kib(field: bytes) -> int | None:
+    """A field of /proc/self/status in KiB; None where there is no such line (or file)."""
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:
-                if line.startswith(b"VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return None
