@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -110,3 +110,10 @@ class ws_server:  # lower case: used like a function, `async with ws_server(...)
                 await process.wait()
             if process.stdout is not None:
                 await process.stdout.aclose()
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A statistics record as JSON-ready data (attrs is imported only where a client ran)."""
+    import attrs
+
+    return attrs.asdict(record)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import BareStdio
-from common import TIMEOUT, Timer, read_turn, server_argv, ws_server
+from common import TIMEOUT, Timer, as_dict, read_turn, server_argv, ws_server
 from rss import current_rss_kib, peak_rss_kib
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ async def _idle(
         with_idle = _settled_rss()
         if any(client.closed for client in clients):
             raise RuntimeError("an idle connection closed")
-        state = clients[0].statistics()
+        state = as_dict(clients[0].statistics())
     return {
         "connections": connections,
         "rss_none_kib": none,

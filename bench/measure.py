@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from bare import INIT_PARAMS, BareStdio, request_line  # bench/ is on sys.path when run as a script
-from common import TIMEOUT, Timer, read_turn, server_argv, ws_server
+from common import TIMEOUT, Timer, as_dict, read_turn, server_argv, ws_server
 from rss import peak_rss_kib
 
 # The same parser the client uses; this module imports nothing else from the project, so
@@ -248,7 +248,7 @@ async def trivial(workload: list[str], turns: int, window: int) -> dict[str, Any
             latencies.append(time.perf_counter() - start)
             if result.final_text != "ECHO: hi":
                 raise RuntimeError(f"unexpected turn result {result!r}")
-        state = client.statistics()
+        state = as_dict(client.statistics())
     # Turn 10 (not turn 1) is the reference: the first turns pay for warm-up.
     early = latencies[9 : 9 + window]
     late = latencies[-window:]

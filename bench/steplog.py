@@ -51,6 +51,7 @@ async def steplog(workload: list[str], log: str, timer: Timer) -> dict[str, Any]
     from orchestrator.runtime.actor import ConnectionActor
     from orchestrator.runtime.runner import JobRunner
     from orchestrator.store.files import JsonlLog
+    from orchestrator.store.records import StepLog
 
     log_like_the_cli()
     with tempfile.TemporaryDirectory(prefix="bench-steplog-") as tmp:
@@ -65,7 +66,7 @@ async def steplog(workload: list[str], log: str, timer: Timer) -> dict[str, Any]
             steps = JsonlLog(path) if log == "jsonl" else NullStepLog()
             before = peak_rss_kib()
             try:
-                runner = JobRunner(spec, actor, steps)  # type: ignore[arg-type]
+                runner = JobRunner(spec, actor, StepLog(steps, spec.id))  # type: ignore[arg-type]
                 with timer:
                     status = await runner.run()
             finally:

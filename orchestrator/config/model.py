@@ -19,22 +19,16 @@ from pathlib import Path
 import attrs
 
 from orchestrator.config.readers import (
-    SECONDS_CAP,
+    Fields,
     FrozenMap,
     Problems,
     Where,
     check_keys,
+    collect,
     describe,
     freeze_str_map,
-    read_enum,
-    read_int,
-    read_seconds,
-    read_str,
-    read_str_list,
-    read_str_map,
     read_table,
     read_toml,
-    resolve_dir,
 )
 
 CONNECTION_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+\Z")
@@ -120,11 +114,7 @@ class ConnectionSpec:
         Raises:
             ConfigError: naming every problem found.
         """
-        problems = Problems()
-        spec = _read_connection(data, where, base_dir, problems)
-        problems.raise_if_any()
-        assert spec is not None
-        return spec
+        return collect(lambda problems: _read_connection(data, where, base_dir, problems))
 
 
 @attrs.frozen(kw_only=True)
@@ -162,11 +152,7 @@ class OrchestratorConfig:
         Raises:
             ConfigError: naming every problem found.
         """
-        problems = Problems()
-        config = _read_config(data, where, base_dir, source, problems)
-        problems.raise_if_any()
-        assert config is not None
-        return config
+        return collect(lambda problems: _read_config(data, where, base_dir, source, problems))
 
     def connection(self, name: str) -> ConnectionSpec | None:
         """The connection called `name`, if configured."""
@@ -184,17 +170,15 @@ def load_config(path: StrPath | None = None) -> OrchestratorConfig:
     """
     if path is None:
         return OrchestratorConfig.default()
-    problems = Problems()
-    document = read_toml(path, problems)
-    config = None
-    if document is not None:
+
+    def read(problems: Problems) -> OrchestratorConfig | None:
+        document = read_toml(path, problems)
+        if document is None:
+            return None
         base_dir = Path(os.path.abspath(document.file)).parent
-        config = _read_config(
-            document.data, document.where, base_dir, Path(document.file), problems
-        )
-    problems.raise_if_any()
-    assert config is not None
-    return config
+        return _read_config(document.data, document.where, base_dir, Path(document.file), problems)
+
+    return collect(read)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -212,60 +196,23 @@ def _read_config(
     settings: Mapping[str, object] = {}
     if "orchestrator" in data:
         settings = read_table(data["orchestrator"], top.at("orchestrator"), problems) or {}
-    here = top.at("orchestrator")
-    check_keys(settings, ORCHESTRATOR_KEYS, here, problems)
-
-    def directory(key: str) -> Path | None:
-        value = settings.get(key, key.removesuffix("_dir"))
-        return resolve_dir(value, base_dir, here.at(key), problems, must_exist=False)
-
+    fields = Fields.of(settings, top.at("orchestrator"), problems)
+    fields.check_keys(ORCHESTRATOR_KEYS)
     results_dir, state_dir, inbox_dir = (
-        directory("results_dir"),
-        directory("state_dir"),
-        directory("inbox_dir"),
+        fields.directory(key, base_dir, default=key.removesuffix("_dir"), must_exist=False)
+        for key in ("results_dir", "state_dir", "inbox_dir")
     )
-    max_jobs = DEFAULT_MAX_CONCURRENT_JOBS
-    if "max_concurrent_jobs" in settings:
-        max_jobs = (
-            read_int(
-                settings["max_concurrent_jobs"],
-                here.at("max_concurrent_jobs"),
-                problems,
-                minimum=1,
-                maximum=MAX_COUNT,
-            )
-            or max_jobs
-        )
-    grace = DEFAULT_SHUTDOWN_GRACE
-    if "shutdown_grace" in settings:
-        value = read_seconds(
-            settings["shutdown_grace"],
-            here.at("shutdown_grace"),
-            problems,
-            allow_zero=True,
-            maximum=SECONDS_CAP,
-        )
-        grace = grace if value is None else value
-    scripted_model = False
-    if "scripted_model" in settings:
-        flag = settings["scripted_model"]
-        if isinstance(flag, bool):
-            scripted_model = flag
-        else:
-            problems.add(here.at("scripted_model"), f"must be true or false (got {flag!r})")
-    scripted_rules: Path | None = None
-    if "scripted_rules" in settings:
-        rules = settings["scripted_rules"]
-        if isinstance(rules, str) and rules:
-            scripted_rules = Path(os.path.abspath(base_dir / Path(rules).expanduser()))
-            if not scripted_rules.is_file():
-                problems.add(here.at("scripted_rules"), f"no such file: {scripted_rules}")
-        else:
-            problems.add(here.at("scripted_rules"), f"must be a file path (got {rules!r})")
+    max_jobs = fields.integer(
+        "max_concurrent_jobs", DEFAULT_MAX_CONCURRENT_JOBS, minimum=1, maximum=MAX_COUNT
+    )
+    grace = fields.seconds("shutdown_grace", DEFAULT_SHUTDOWN_GRACE, allow_zero=True)
+    scripted_model = fields.flag("scripted_model")
+    scripted_rules = _read_rules_file(fields, base_dir)
     connections = _read_connections(data, top, base_dir, problems)
     if problems.reported > before:
         return None
     assert results_dir is not None and state_dir is not None and inbox_dir is not None
+    assert max_jobs is not None and grace is not None
     return OrchestratorConfig(
         results_dir=results_dir,
         state_dir=state_dir,
@@ -277,6 +224,20 @@ def _read_config(
         scripted_model=scripted_model,
         scripted_rules=scripted_rules,
     )
+
+
+def _read_rules_file(fields: Fields, base_dir: Path) -> Path | None:
+    found = fields.get("scripted_rules")
+    if found is None:
+        return None
+    rules, where = found
+    if not isinstance(rules, str) or not rules:
+        fields.problems.add(where, f"must be a file path (got {rules!r})")
+        return None
+    path = Path(os.path.abspath(base_dir / Path(rules).expanduser()))
+    if not path.is_file():
+        fields.problems.add(where, f"no such file: {path}")
+    return path
 
 
 def _read_connections(
@@ -318,44 +279,25 @@ def _read_connection(
     data: Mapping[str, object], where: Where, base_dir: Path, problems: Problems
 ) -> ConnectionSpec | None:
     before = problems.reported
-    check_keys(data, CONNECTION_KEYS, where, problems, hints=_HINTS)
+    fields = Fields.of(data, where, problems)
+    fields.check_keys(CONNECTION_KEYS, hints=_HINTS)
     name = None
     if "name" not in data:
         problems.add(where.at("name"), "missing: every connection needs a name")
     else:
-        name = read_str(data["name"], where.at("name"), problems)
+        name = fields.text("name")
         if name is not None and not CONNECTION_NAME_PATTERN.match(name):
             problems.add(
                 where.at("name"),
                 f"may only contain letters, digits, '.', '_' and '-' (got {describe(name)})",
             )
-    transport = Transport.STDIO
-    if "transport" in data:
-        transport = (
-            read_enum(data["transport"], Transport, where.at("transport"), problems) or transport
-        )
-    wrong_keys = WEBSOCKET_KEYS if transport is Transport.STDIO else STDIO_KEYS
-    for key in wrong_keys:
+    transport = fields.member("transport", Transport, Transport.STDIO)
+    assert transport is not None
+    for key in WEBSOCKET_KEYS if transport is Transport.STDIO else STDIO_KEYS:
         if key in data:
             problems.add(where.at(key), f"applies only to {_other(transport)} connections")
-    max_threads = DEFAULT_MAX_THREADS
-    if "max_threads" in data:
-        max_threads = (
-            read_int(
-                data["max_threads"],
-                where.at("max_threads"),
-                problems,
-                minimum=1,
-                maximum=MAX_COUNT,
-            )
-            or max_threads
-        )
-    max_down_time = DEFAULT_MAX_DOWN_TIME
-    if "max_down_time" in data:
-        value = read_seconds(
-            data["max_down_time"], where.at("max_down_time"), problems, maximum=SECONDS_CAP
-        )
-        max_down_time = max_down_time if value is None else value
+    max_threads = fields.integer("max_threads", DEFAULT_MAX_THREADS, minimum=1, maximum=MAX_COUNT)
+    max_down_time = fields.seconds("max_down_time", DEFAULT_MAX_DOWN_TIME)
     command: tuple[str, ...] = DEFAULT_COMMAND
     cwd: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -363,29 +305,26 @@ def _read_connection(
     url: str | None = None
     token_env: str | None = None
     if transport is Transport.STDIO:
-        if "command" in data:
-            command = read_str_list(data["command"], where.at("command"), problems) or command
-        if "cwd" in data:
-            cwd = resolve_dir(data["cwd"], base_dir, where.at("cwd"), problems, must_exist=True)
-        if "env" in data:
-            env = _read_env(data["env"], where.at("env"), problems)
-        if "env_passthrough" in data:
-            here = where.at("env_passthrough")
-            names: list[str] = list(read_str_list(data["env_passthrough"], here, problems) or ())
-            for bad in (n for n in names if not ENV_NAME_PATTERN.match(n)):
-                problems.add(here, f"must be environment variable names (got {describe(bad)})")
-            passthrough = tuple(names)
+        command = fields.texts("command", DEFAULT_COMMAND) or DEFAULT_COMMAND
+        cwd = fields.directory("cwd", base_dir, must_exist=True)
+        env = _check_env(fields.text_map("env") or (), where.at("env"), problems)
+        passthrough = fields.texts("env_passthrough", ()) or ()
+        for bad in (n for n in passthrough if not ENV_NAME_PATTERN.match(n)):
+            problems.add(
+                where.at("env_passthrough"),
+                f"must be environment variable names (got {describe(bad)})",
+            )
     else:
-        url = _read_url(data, where, problems)
-        if "token_env" in data:
-            token_env = read_str(data["token_env"], where.at("token_env"), problems)
-            if token_env is not None and not ENV_NAME_PATTERN.match(token_env):
-                problems.add(
-                    where.at("token_env"),
-                    f"must be an environment variable name (got {describe(token_env)})",
-                )
+        url = _read_url(fields)
+        token_env = fields.text("token_env")
+        if token_env is not None and not ENV_NAME_PATTERN.match(token_env):
+            problems.add(
+                where.at("token_env"),
+                f"must be an environment variable name (got {describe(token_env)})",
+            )
     if problems.reported > before or name is None:
         return None
+    assert max_threads is not None and max_down_time is not None
     return ConnectionSpec(
         name=name,
         transport=transport,
@@ -404,8 +343,9 @@ def _other(transport: Transport) -> str:
     return "websocket" if transport is Transport.STDIO else "stdio"
 
 
-def _read_env(value: object, where: Where, problems: Problems) -> tuple[tuple[str, str], ...]:
-    pairs = read_str_map(value, where, problems) or ()
+def _check_env(
+    pairs: tuple[tuple[str, str], ...], where: Where, problems: Problems
+) -> tuple[tuple[str, str], ...]:
     for key, text in pairs:
         if not key or "=" in key or "\0" in key:
             problems.add(where.at(key), "is not a valid environment variable name")
@@ -414,15 +354,19 @@ def _read_env(value: object, where: Where, problems: Problems) -> tuple[tuple[st
     return pairs
 
 
-def _read_url(data: Mapping[str, object], where: Where, problems: Problems) -> str | None:
-    if "url" not in data:
-        problems.add(where.at("url"), 'missing: a websocket connection needs a url ("ws://...")')
+def _read_url(fields: Fields) -> str | None:
+    if fields.get("url") is None:
+        fields.problems.add(
+            fields.place("url"), 'missing: a websocket connection needs a url ("ws://...")'
+        )
         return None
-    url = read_str(data["url"], where.at("url"), problems)
+    url = fields.text("url")
     if url is None:
         return None
     scheme, _, rest = url.partition("://")
     if scheme not in ("ws", "wss") or not rest.strip("/"):
-        problems.add(where.at("url"), f"must start with ws:// or wss:// (got {describe(url)})")
+        fields.problems.add(
+            fields.place("url"), f"must start with ws:// or wss:// (got {describe(url)})"
+        )
         return None
     return url

@@ -1,21 +1,18 @@
-"""Where a key sits in a TOML text, and problems reported as `file:line: key.path: what`.
+"""The validation kit task and config files share: places, problems, typed readers.
 
-`tomllib` gives values but no positions, so `TomlSource` scans the text once and maps each key
-path (`("jobs", 2, "approvals", "commands")`) to the line it starts on: `[table]` and
-`[[array]]` headers (with their occurrence index), dotted keys, inline tables and array
-elements, multi-line arrays and strings included. A path that is not in the text (a missing
-key) maps to its nearest enclosing table, so an error can always name a line. The scanner only
-runs on text `tomllib` accepted, but never raises on anything.
-
-The rest are the small, pure building blocks the task-file and config loaders share: a
-`Where` (file, source, key path), a `Problems` collector that ends in one `ConfigError`, and
-typed readers that report a wrong value instead of raising on the first one. No I/O here
-except `read_toml`, which reads one file and turns every way that can fail into a problem.
+- `Where`: a place in a TOML file (file, line map, key path); `Problems` collects what is
+  wrong at such places and ends in one `ConfigError` naming them all as
+  `file:line: key.path: what is wrong`; `collect` runs a reader with its own collector.
+- `read_toml` reads and parses one file, turning every way that can fail into a problem.
+- `Fields` reads the keys of a table (or of layered tables: a job over its file's
+  `[defaults]`), one typed method per kind of value; a wrong value is reported and read as
+  absent instead of raising on the first one. The `read_*` functions are the same checks for
+  a value already in hand (items of a list, keys of a map).
+No I/O except `read_toml`'s one read, and checking that a directory exists where asked.
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime
 import difflib
 import enum
@@ -24,309 +21,21 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import attrs
 
+from orchestrator.config._toml_lines import KeyPath, TomlSource, format_path
 from orchestrator.errors import ConfigError
 
-KeyPath = tuple[str | int, ...]
 E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
 SECONDS_CAP = 7 * 24 * 3600.0  # no timeout or grace period may exceed a week
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
-_BARE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_MAX_DEPTH = 64  # deeper values are skipped (iteratively) instead of mapped
-_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", "e": "\x1b", '"': '"'}
-
-
-def format_path(path: KeyPath) -> str:
-    """`("jobs", 2, "approvals", "x y")` → `jobs[2].approvals."x y"`."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        text = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
-        out += f".{text}" if out else text
-    return out
-
-
-class TomlSource:
-    """The line of every key path in one TOML text (1-based lines)."""
-
-    def __init__(self, text: str) -> None:
-        scanner = _Scanner(text)
-        scanner.run()
-        newlines = [i for i, char in enumerate(text) if char == "\n"]
-        self._lines: dict[KeyPath, int] = {
-            path: bisect.bisect_left(newlines, pos) + 1 for path, pos in scanner.found.items()
-        }
-
-    def line_of(self, path: KeyPath) -> int:
-        """The line of `path`, else of its nearest enclosing key or table, else 1."""
-        for end in range(len(path), 0, -1):
-            line = self._lines.get(path[:end])
-            if line is not None:
-                return line
-        return 1
-
-    def has(self, path: KeyPath) -> bool:
-        """Whether `path` itself appears in the text."""
-        return path in self._lines
-
-
-class _Scanner:
-    """A forgiving single pass over TOML text that records where each key path starts."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.n = len(text)
-        self.pos = 0
-        self.found: dict[KeyPath, int] = {}  # key path -> character offset
-        self.arrays: dict[KeyPath, int] = {}  # array-of-tables path -> index of its last table
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < self.n else ""
-
-    def run(self) -> None:
-        table: KeyPath = ()
-        while True:
-            self.skip_blank(newlines=True)
-            if self.pos >= self.n:
-                return
-            start = self.pos
-            if self.peek() == "[":
-                table = self.header(start)
-            else:
-                keys = self.key()
-                self.skip_blank(newlines=False)
-                if keys and self.peek() == "=":
-                    self.pos += 1
-                    self.mark(table, keys, start)
-                    self.skip_blank(newlines=False)
-                    self.value(table + keys, depth=0)
-            self.skip_line()
-
-    def header(self, start: int) -> KeyPath:
-        is_array = self.text.startswith("[[", self.pos)
-        self.pos += 2 if is_array else 1
-        self.skip_blank(newlines=False)
-        keys = self.key()
-        resolved: KeyPath = ()
-        for i, key in enumerate(keys):
-            resolved += (key,)
-            last = i == len(keys) - 1
-            if last and is_array:
-                index = self.arrays.get(resolved, -1) + 1
-                self.arrays[resolved] = index
-                self.found.setdefault(resolved, start)
-                resolved += (index,)
-                self.found[resolved] = start
-            elif resolved in self.arrays:
-                resolved += (self.arrays[resolved],)
-            elif last:
-                self.found[resolved] = start
-            else:
-                self.found.setdefault(resolved, start)
-        return resolved
-
-    def mark(self, table: KeyPath, keys: KeyPath, start: int) -> None:
-        for end in range(1, len(keys) + 1):
-            self.found.setdefault(table + keys[:end], start)
-
-    def key(self) -> KeyPath:
-        """A (dotted) key at the cursor; empty when there is none."""
-        keys: list[str] = []
-        while self.pos < self.n:
-            self.skip_blank(newlines=False)
-            char = self.peek()
-            if char == '"':
-                keys.append(self.read_basic())
-            elif char == "'":
-                keys.append(self.read_literal())
-            elif char in _BARE_CHARS and char:
-                begin = self.pos
-                while self.pos < self.n and self.text[self.pos] in _BARE_CHARS:
-                    self.pos += 1
-                keys.append(self.text[begin : self.pos])
-            else:
-                break
-            self.skip_blank(newlines=False)
-            if self.peek() != ".":
-                break
-            self.pos += 1
-        return tuple(keys)
-
-    def read_basic(self) -> str:
-        self.pos += 1
-        out: list[str] = []
-        while self.pos < self.n:
-            char = self.text[self.pos]
-            if char == '"' or char == "\n":
-                self.pos += char == '"'
-                break
-            if char != "\\":
-                out.append(char)
-                self.pos += 1
-                continue
-            code = self.text[self.pos + 1 : self.pos + 2]
-            width = {"u": 4, "U": 8, "x": 2}.get(code, 0)
-            if width:
-                digits = self.text[self.pos + 2 : self.pos + 2 + width]
-                try:
-                    out.append(chr(int(digits, 16)))
-                except ValueError:
-                    out.append(digits)
-                self.pos += 2 + width
-            else:
-                out.append(_ESCAPES.get(code, code))
-                self.pos += 2
-        return "".join(out)
-
-    def read_literal(self) -> str:
-        self.pos += 1
-        end = self.pos
-        while end < self.n and self.text[end] not in "'\n":
-            end += 1
-        value = self.text[self.pos : end]
-        self.pos = end + (end < self.n and self.text[end] == "'")
-        return value
-
-    def skip_blank(self, *, newlines: bool) -> None:
-        while self.pos < self.n:
-            char = self.text[self.pos]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.pos += 1
-            elif char == "#":
-                while self.pos < self.n and self.text[self.pos] != "\n":
-                    self.pos += 1
-            else:
-                return
-
-    def skip_line(self) -> None:
-        while self.pos < self.n and self.text[self.pos] != "\n":
-            char = self.text[self.pos]
-            if char == "#":
-                self.skip_blank(newlines=False)
-            elif char in "\"'":
-                self.skip_string()
-            else:
-                self.pos += 1
-        self.pos += 1
-
-    def skip_string(self) -> None:
-        quote = self.text[self.pos]
-        if self.text.startswith(quote * 3, self.pos):
-            self.pos += 3
-            while self.pos < self.n:
-                if quote == '"' and self.text[self.pos] == "\\":
-                    self.pos += 2
-                elif self.text.startswith(quote * 3, self.pos):
-                    self.pos += 3
-                    # Up to two more quotes belong to the content: `"""a""""` is `a"`.
-                    for _ in range(2):
-                        if self.peek() == quote:
-                            self.pos += 1
-                    return
-                else:
-                    self.pos += 1
-            return
-        self.pos += 1
-        while self.pos < self.n:
-            char = self.text[self.pos]
-            if quote == '"' and char == "\\":
-                self.pos += 2
-                continue
-            if char == "\n":
-                return
-            self.pos += 1
-            if char == quote:
-                return
-
-    def value(self, path: KeyPath, depth: int) -> None:
-        char = self.peek()
-        if char in ("{", "[") and depth >= _MAX_DEPTH:
-            self.skip_nested()
-        elif char == "{":
-            self.inline_table(path, depth)
-        elif char == "[":
-            self.array(path, depth)
-        elif char in ("'", '"'):
-            self.skip_string()
-        else:
-            while self.pos < self.n and self.text[self.pos] not in ",]}#\n":
-                self.pos += 1
-
-    def inline_table(self, path: KeyPath, depth: int) -> None:
-        self.pos += 1
-        while True:
-            self.skip_blank(newlines=True)
-            char = self.peek()
-            if not char:
-                return
-            if char == "}":
-                self.pos += 1
-                return
-            if char == ",":
-                self.pos += 1
-                continue
-            start = self.pos
-            keys = self.key()
-            if not keys:
-                self.pos += 1
-                continue
-            self.mark(path, keys, start)
-            self.skip_blank(newlines=False)
-            if self.peek() == "=":
-                self.pos += 1
-                self.skip_blank(newlines=False)
-                self.value(path + keys, depth + 1)
-
-    def array(self, path: KeyPath, depth: int) -> None:
-        self.pos += 1
-        index = 0
-        while True:
-            self.skip_blank(newlines=True)
-            char = self.peek()
-            if not char:
-                return
-            if char == "]":
-                self.pos += 1
-                return
-            if char == ",":
-                self.pos += 1
-                continue
-            self.found.setdefault((*path, index), self.pos)
-            before = self.pos
-            self.value((*path, index), depth + 1)
-            if self.pos == before:
-                self.pos += 1
-            index += 1
-
-    def skip_nested(self) -> None:
-        """Skip one bracketed value without recursion (too deep to be worth mapping)."""
-        level = 0
-        while self.pos < self.n:
-            char = self.text[self.pos]
-            if char in "\"'":
-                self.skip_string()
-                continue
-            if char == "#":
-                self.skip_blank(newlines=False)
-                continue
-            self.pos += 1
-            if char in "[{":
-                level += 1
-            elif char in "]}":
-                level -= 1
-                if level <= 0:
-                    return
 
 
 class FrozenMap(Mapping[K, V], Generic[K, V]):
@@ -739,3 +448,140 @@ def resolve_dir(
             problems.add(where, f"is not a directory: {path}")
             return None
     return path
+
+
+def collect(read: Callable[[Problems], T | None]) -> T:
+    """Run a reader that reports into a `Problems`; what it read, or every problem at once.
+
+    Raises:
+        ConfigError: naming every problem the reader found.
+    """
+    problems = Problems()
+    value = read(problems)
+    problems.raise_if_any()
+    assert value is not None, "a reader returned None without reporting a problem"
+    return value
+
+
+class Fields:
+    """Typed reads of a table's keys; with several layers, the last that has a key wins.
+
+    Each read reports a wrong value to `problems` and returns `default` instead (absent keys
+    return `default` silently). `origins` lists, for every key read, the line and key path it
+    came from, so later checks (a job's connection against the config) can point there too.
+    """
+
+    def __init__(self, layers: Sequence[Layer], problems: Problems) -> None:
+        self.layers = tuple(layers)
+        self.problems = problems
+        self.origins: list[tuple[str, int, str]] = []
+
+    @classmethod
+    def of(cls, data: Mapping[str, object], where: Where, problems: Problems) -> Fields:
+        """The fields of one table."""
+        return cls((Layer(data, where),), problems)
+
+    def get(self, key: str) -> tuple[object, Where] | None:
+        """The raw value of `key` and its place, from the last layer that has it."""
+        found = pick(key, self.layers)
+        if found is not None:
+            self.origins.append((key, found[1].line, found[1].key))
+        return found
+
+    def check_keys(
+        self, allowed: Collection[str], *, hints: Mapping[str, str] | None = None
+    ) -> None:
+        """Report every key of every layer that is not in `allowed`."""
+        for layer in self.layers:
+            check_keys(layer.data, allowed, layer.where, self.problems, hints=hints)
+
+    def text(self, key: str, default: str | None = None, *, empty: bool = False) -> str | None:
+        """A string (non-blank unless `empty`)."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value = read_str(found[0], found[1], self.problems, empty=empty)
+        return default if value is None else value
+
+    def integer(
+        self, key: str, default: int | None = None, *, minimum: int, maximum: int
+    ) -> int | None:
+        """An integer in [minimum, maximum]."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value = read_int(found[0], found[1], self.problems, minimum=minimum, maximum=maximum)
+        return default if value is None else value
+
+    def seconds(
+        self,
+        key: str,
+        default: float | None = None,
+        *,
+        allow_zero: bool = False,
+        maximum: float = SECONDS_CAP,
+    ) -> float | None:
+        """A number of seconds, > 0 (or >= 0), at most `maximum`."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value = read_seconds(
+            found[0], found[1], self.problems, allow_zero=allow_zero, maximum=maximum
+        )
+        return default if value is None else value
+
+    def member(self, key: str, kind: type[E], default: E | None = None) -> E | None:
+        """A member of a string-valued enum, by value."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value = read_enum(found[0], kind, found[1], self.problems)
+        return default if value is None else value
+
+    def choice(self, key: str, choices: Sequence[str]) -> str | None:
+        """One of a fixed set of strings."""
+        found = self.get(key)
+        return None if found is None else read_choice(found[0], choices, found[1], self.problems)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        """true or false."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value, where = found
+        if isinstance(value, bool):
+            return value
+        self.problems.add(where, f"must be true or false (got {describe(value)})")
+        return default
+
+    def texts(
+        self, key: str, default: tuple[str, ...] | None = None, *, nonempty: bool = True
+    ) -> tuple[str, ...] | None:
+        """An array of strings."""
+        found = self.get(key)
+        if found is None:
+            return default
+        value = read_str_list(found[0], found[1], self.problems, nonempty=nonempty)
+        return default if value is None else value
+
+    def text_map(self, key: str) -> tuple[tuple[str, str], ...] | None:
+        """A table of string to string, as sorted pairs."""
+        found = self.get(key)
+        return None if found is None else read_str_map(found[0], found[1], self.problems)
+
+    def directory(
+        self, key: str, base_dir: Path, *, default: str | None = None, must_exist: bool
+    ) -> Path | None:
+        """A directory path relative to `base_dir`, made absolute (`default` when absent,
+        reported at the table's place)."""
+        found = self.get(key)
+        if found is None:
+            if default is None:
+                return None
+            found = (default, self.layers[-1].where.at(key))
+        return resolve_dir(found[0], base_dir, found[1], self.problems, must_exist=must_exist)
+
+    def place(self, key: str) -> Where:
+        """Where `key` is (or would be: in the last layer)."""
+        found = pick(key, self.layers)
+        return found[1] if found is not None else self.layers[-1].where.at(key)

@@ -18,18 +18,16 @@ from typing import Any, TypeVar
 import attrs
 
 from orchestrator.config.readers import (
+    Fields,
     FrozenMap,
     Layer,
     Problems,
     Where,
     check_keys,
+    collect,
     describe,
     freeze_str_map,
     pick,
-    read_choice,
-    read_enum,
-    read_int,
-    read_seconds,
     read_str,
     read_str_list,
     read_str_map,
@@ -167,11 +165,9 @@ class ApprovalRules:
         Raises:
             ConfigError: naming every problem found.
         """
-        problems = Problems()
-        rules = _read_approvals(_layers(defaults, Layer(data, where)), problems)
-        problems.raise_if_any()
-        assert rules is not None
-        return rules
+        return collect(
+            lambda problems: _read_approvals(_layers(defaults, Layer(data, where)), problems)
+        )
 
     def decide_command(self, argv: Sequence[str] | str) -> Decision:
         """The decision for running `argv` (a string is split like a POSIX shell would)."""
@@ -255,11 +251,11 @@ class JobSpec:
         Raises:
             ConfigError: naming every problem found, each as `file:line: key: what`.
         """
-        problems = Problems()
-        spec = read_job(data, where=where, base_dir=base_dir, defaults=defaults, problems=problems)
-        problems.raise_if_any()
-        assert spec is not None
-        return spec
+        return collect(
+            lambda problems: read_job(
+                data, where=where, base_dir=base_dir, defaults=defaults, problems=problems
+            )
+        )
 
     def thread_options(self) -> ThreadOptions:
         """The `thread/start` options of this job."""
@@ -417,43 +413,13 @@ def _read_common(
     *,
     require_turns: bool,
 ) -> _Common:
-    origins: list[tuple[str, int, str]] = []
-
-    def get(key: str) -> tuple[object, Where] | None:
-        found = pick(key, layers)
-        if found is not None:
-            origins.append((key, found[1].line, found[1].key))
-        return found
-
+    fields = Fields(layers, problems)
     turns = _read_turns(layers, where, problems, require=require_turns)
-    found = get("cwd")
-    if found is None:
+    if pick("cwd", layers) is None:
+        # Not given: the task file's directory (reported, if ever, at the job's header).
         cwd = resolve_dir(".", base_dir, where, problems, must_exist=True)
     else:
-        cwd = resolve_dir(found[0], base_dir, found[1], problems, must_exist=True)
-
-    def optional_str(key: str) -> str | None:
-        found = get(key)
-        return None if found is None else read_str(found[0], found[1], problems)
-
-    def choice(key: str, choices: Sequence[str]) -> str | None:
-        found = get(key)
-        return None if found is None else read_choice(found[0], choices, found[1], problems)
-
-    def seconds(key: str) -> float | None:
-        found = get(key)
-        return None if found is None else read_seconds(found[0], found[1], problems)
-
-    def integer(key: str, maximum: int) -> int | None:
-        found = get(key)
-        if found is None:
-            return None
-        return read_int(found[0], found[1], problems, minimum=0, maximum=maximum)
-
-    found = get("on_inactivity")
-    on_inactivity = (
-        None if found is None else read_enum(found[0], InactivityAction, found[1], problems)
-    )
+        cwd = fields.directory("cwd", base_dir, must_exist=True)
     approval_layers: list[Layer] = []
     for layer in layers:
         if "approvals" in layer.data:
@@ -461,21 +427,20 @@ def _read_common(
             table = read_table(layer.data["approvals"], here, problems)
             if table is not None:
                 approval_layers.append(Layer(table, here))
-    approvals = _read_approvals(approval_layers, problems)
     return _Common(
         turns=turns,
         cwd=cwd,
-        model=optional_str("model"),
-        sandbox=choice("sandbox", SANDBOXES),
-        approval_policy=choice("approval_policy", APPROVAL_POLICIES),
-        inactivity_timeout=seconds("inactivity_timeout"),
-        on_inactivity=on_inactivity,
-        max_continuations=integer("max_continuations", MAX_CONTINUATIONS),
-        retries=integer("retries", MAX_RETRIES),
-        max_duration=seconds("max_duration"),
-        connection=optional_str("connection"),
-        approvals=approvals,
-        origins=tuple(origins),
+        model=fields.text("model"),
+        sandbox=fields.choice("sandbox", SANDBOXES),
+        approval_policy=fields.choice("approval_policy", APPROVAL_POLICIES),
+        inactivity_timeout=fields.seconds("inactivity_timeout"),
+        on_inactivity=fields.member("on_inactivity", InactivityAction),
+        max_continuations=fields.integer("max_continuations", minimum=0, maximum=MAX_CONTINUATIONS),
+        retries=fields.integer("retries", minimum=0, maximum=MAX_RETRIES),
+        max_duration=fields.seconds("max_duration"),
+        connection=fields.text("connection"),
+        approvals=_read_approvals(approval_layers, problems),
+        origins=tuple(fields.origins),
     )
 
 
@@ -500,47 +465,42 @@ def _read_turns(
 
 def _read_approvals(layers: Sequence[Layer], problems: Problems) -> ApprovalRules | None:
     before = problems.reported
-    for layer in layers:
-        check_keys(layer.data, APPROVAL_KEYS, layer.where, problems)
-
-    def decision(key: str) -> Decision | None:
-        found = pick(key, layers)
-        return None if found is None else read_enum(found[0], Decision, found[1], problems)
-
-    def prefixes(key: str) -> tuple[tuple[str, ...], ...]:
-        found = pick(key, layers)
-        if found is None:
-            return ()
-        value, here = found
-        if not isinstance(value, list):
-            problems.add(here, f"must be an array of commands (got {describe(value)})")
-            return ()
-        out: list[tuple[str, ...]] = []
-        for index, item in enumerate(value):
-            if isinstance(item, list):
-                argv = read_str_list(item, here.at(index), problems, empty_items=True)
-                if argv is not None:
-                    out.append(argv)
-            else:
-                problems.add(
-                    here.at(index),
-                    f'must be an argv prefix such as ["git", "status"] (got {describe(item)})',
-                )
-        return tuple(out)
-
+    fields = Fields(layers, problems)
+    fields.check_keys(APPROVAL_KEYS)
     answers: dict[str, str] = {}
     for layer in layers:  # questions merge across layers; the job's answer wins
         if "user_input" in layer.data:
             pairs = read_str_map(layer.data["user_input"], layer.where.at("user_input"), problems)
             answers.update(pairs or ())
-    found = pick("default_answer", layers)
-    default_answer = None if found is None else read_str(found[0], found[1], problems, empty=True)
     rules = ApprovalRules(
-        commands=_or(decision("commands"), Decision.DECLINE),
-        file_changes=_or(decision("file_changes"), Decision.DECLINE),
-        allow_commands=prefixes("allow_commands"),
-        deny_commands=prefixes("deny_commands"),
+        commands=fields.member("commands", Decision, Decision.DECLINE) or Decision.DECLINE,
+        file_changes=fields.member("file_changes", Decision, Decision.DECLINE) or Decision.DECLINE,
+        allow_commands=_read_prefixes(fields, "allow_commands"),
+        deny_commands=_read_prefixes(fields, "deny_commands"),
         user_input=FrozenMap(sorted(answers.items())),
-        default_answer=default_answer,
+        default_answer=fields.text("default_answer", empty=True),
     )
     return None if problems.reported > before else rules
+
+
+def _read_prefixes(fields: Fields, key: str) -> tuple[tuple[str, ...], ...]:
+    """An array of argv prefixes, such as `[["git", "status"], ["ls"]]`."""
+    found = fields.get(key)
+    if found is None:
+        return ()
+    value, here = found
+    if not isinstance(value, list):
+        fields.problems.add(here, f"must be an array of commands (got {describe(value)})")
+        return ()
+    out: list[tuple[str, ...]] = []
+    for index, item in enumerate(value):
+        if isinstance(item, list):
+            argv = read_str_list(item, here.at(index), fields.problems, empty_items=True)
+            if argv is not None:
+                out.append(argv)
+        else:
+            fields.problems.add(
+                here.at(index),
+                f'must be an argv prefix such as ["git", "status"] (got {describe(item)})',
+            )
+    return tuple(out)
