@@ -143,10 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(getattr(args, "log_format", None), log_file=getattr(args, "log_file", None))
     if args.command in ("daemon", "status", "cancel"):
         return _service_command(args)
-    if args.command == "validate":
-        return _validate(args)
-    if args.command == "run":
-        return _run(args)
+    if args.command in ("validate", "run"):
+        return _jobs_command(args)
     if args.command == "chat":
         return _chat(args)
     raise AssertionError(f"unhandled command {args.command}")
@@ -204,23 +202,18 @@ def _load_or_report(
         return None
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _jobs_command(args: argparse.Namespace) -> int:
+    """`validate` and `run`: both load and check every file first."""
     loaded = _load_or_report(args)
     if loaded is None:
         return EXIT_USAGE
     config, jobs = loaded
-    print(
-        f"ok: {len(jobs)} jobs in {len(args.taskfiles)} file(s), "
-        f"{len(config.connections)} connection(s)"
-    )
-    return EXIT_OK
-
-
-def _run(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args)
-    if loaded is None:
-        return EXIT_USAGE
-    config, jobs = loaded
+    if args.command == "validate":
+        print(
+            f"ok: {len(jobs)} jobs in {len(args.taskfiles)} file(s), "
+            f"{len(config.connections)} connection(s)"
+        )
+        return EXIT_OK
     progress = sys.stderr.isatty() and not args.no_progress
     try:
         summary = trio.run(

@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
 import trio
@@ -32,7 +32,7 @@ from orchestrator.client._health import (
     CompletionGaps,
     HangProbe,
 )
-from orchestrator.client._turns import TurnReaders, TurnStream
+from orchestrator.client._turns import TurnOptions, TurnReaders, TurnRequest, TurnStream
 from orchestrator.errors import (
     CodexTimeoutError,
     CodexTransportError,
@@ -523,8 +523,7 @@ class CodexClient:
         """
         if text is None and continuation is None and input_items is None:
             raise ValueError("chat() needs text, input_items or a continuation")
-        return TurnStream(
-            self._turns,
+        request = TurnRequest(
             text=text,
             thread_id=thread_id,
             thread_options=thread_options,
@@ -534,30 +533,18 @@ class CodexClient:
             continuation=continuation,
             input_items=input_items,
         )
+        return TurnStream(self._turns, request)
 
     async def chat_once(
-        self,
-        text: str | None = None,
-        *,
-        thread_id: str | None = None,
-        thread_options: ThreadOptions | None = None,
-        inactivity_timeout: float | None = None,
-        continuation: ChatContinuation | None = None,
-        input_items: Sequence[Mapping[str, Any]] | None = None,
+        self, text: str | None = None, **options: Unpack[TurnOptions]
     ) -> ChatResult:
-        """Run a turn to its end and return everything at once (see `chat`).
+        """Run a turn to its end and return everything at once (same keywords as `chat`:
+        `thread_id`, `thread_options`, `inactivity_timeout`, `continuation`, `input_items`).
 
         On inactivity, the `CodexTurnInactiveError` carries the steps read so far in
         `.steps` and a continuation for the rest.
         """
-        stream = self.chat(
-            text,
-            thread_id=thread_id,
-            thread_options=thread_options,
-            inactivity_timeout=inactivity_timeout,
-            continuation=continuation,
-            input_items=input_items,
-        )
+        stream = self.chat(text, **options)
         steps: list[ConversationStep] = []
         try:
             async for step in stream:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+import attrs
 import trio
 
 from orchestrator._util import lazylog
@@ -44,6 +45,29 @@ log = lazylog.get_logger("orchestrator.client")
 DEFAULT_CANCEL_TIMEOUT = 30.0
 
 
+class TurnOptions(TypedDict, total=False):
+    """The keywords of `chat` and `chat_once` besides the text (see `CodexClient.chat`)."""
+
+    thread_id: str | None
+    thread_options: ThreadOptions | None
+    inactivity_timeout: float | None
+    continuation: ChatContinuation | None
+    input_items: Sequence[Mapping[str, Any]] | None
+
+
+@attrs.frozen(kw_only=True)
+class TurnRequest:
+    """What a `TurnStream` reads: a new turn (its text and input items, on `thread_id` or on
+    a new thread with `thread_options`), or the running turn of `continuation`."""
+
+    text: str | None = None
+    thread_id: str | None = None
+    thread_options: ThreadOptions | None = None
+    inactivity_timeout: float | None = None
+    continuation: ChatContinuation | None = None
+    input_items: Sequence[Mapping[str, Any]] | None = None
+
+
 class TurnReaders:
     """The turns being read on one connection, and the parking lots their readers wait in."""
 
@@ -73,22 +97,17 @@ class TurnReaders:
 
     # -- attaching ---------------------------------------------------------------------
 
-    async def begin(
-        self,
-        *,
-        text: str | None,
-        thread_id: str | None,
-        thread_options: ThreadOptions | None,
-        input_items: Sequence[Mapping[str, Any]] | None,
-    ) -> TurnTracker:
-        """Start a turn (and its thread when `thread_id` is None); the tracker to read it."""
+    async def begin(self, request: TurnRequest) -> TurnTracker:
+        """Start a turn (and its thread when it names none); the tracker to read it."""
+        thread_id = request.thread_id
         if thread_id is None:
-            thread_id = await self._client.start_thread(thread_options)
+            thread_id = await self._client.start_thread(request.thread_options)
         # Watch before asking: the turn's first events may beat the turn/start response.
         self._router.watch(thread_id)
         try:
             result = await self._client.request(
-                methods.TURN_START, methods.turn_start_params(thread_id, text, input_items)
+                methods.TURN_START,
+                methods.turn_start_params(thread_id, request.text, request.input_items),
             )
             turn_id = methods.started_turn_id(result)
         except BaseException:
@@ -236,24 +255,9 @@ class TurnStream:
     the turn keeps running on the server.
     """
 
-    def __init__(
-        self,
-        readers: TurnReaders,
-        *,
-        text: str | None,
-        thread_id: str | None,
-        thread_options: ThreadOptions | None,
-        inactivity_timeout: float | None,
-        continuation: ChatContinuation | None,
-        input_items: Sequence[Mapping[str, Any]] | None,
-    ) -> None:
+    def __init__(self, readers: TurnReaders, request: TurnRequest) -> None:
         self._readers = readers
-        self._text = text
-        self._thread_id = thread_id
-        self._thread_options = thread_options
-        self._inactivity_timeout = inactivity_timeout
-        self._continuation = continuation
-        self._input_items = input_items
+        self._request = request
         self._tracker: TurnTracker | None = None
         self._attached = False
         self._finished = False
@@ -286,7 +290,7 @@ class TurnStream:
         tracker = self._tracker
         assert tracker is not None
         try:
-            step = await self._readers.next_step(tracker, self._inactivity_timeout)
+            step = await self._readers.next_step(tracker, self._request.inactivity_timeout)
         except BaseException:
             # Timed out, cancelled or disconnected: let go of the turn. It stays resumable
             # through `continuation` while the connection lives.
@@ -299,15 +303,11 @@ class TurnStream:
         return step
 
     async def _open(self) -> None:
-        if self._continuation is not None:
-            self._tracker = await self._readers.resume(self._continuation)
+        continuation = self._request.continuation
+        if continuation is not None:
+            self._tracker = await self._readers.resume(continuation)
         else:
-            self._tracker = await self._readers.begin(
-                text=self._text,
-                thread_id=self._thread_id,
-                thread_options=self._thread_options,
-                input_items=self._input_items,
-            )
+            self._tracker = await self._readers.begin(self._request)
         self._attached = True
 
     def _detach(self) -> None:
@@ -323,7 +323,7 @@ class TurnStream:
     @property
     def thread_id(self) -> str | None:
         """The turn's thread, once known."""
-        return self._tracker.thread_id if self._tracker else self._thread_id
+        return self._tracker.thread_id if self._tracker else self._request.thread_id
 
     @property
     def turn_id(self) -> str | None:
@@ -334,8 +334,8 @@ class TurnStream:
     def continuation(self) -> ChatContinuation:
         """Where reading stands now."""
         if self._tracker is None:
-            if self._continuation is not None:
-                return self._continuation
+            if self._request.continuation is not None:
+                return self._request.continuation
             raise RuntimeError("the turn has not started yet")
         return self._tracker.continuation()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Iterator
 
 KeyPath = tuple[str | int, ...]
 
@@ -241,20 +242,25 @@ class _Scanner:
             while self.pos < self.n and self.text[self.pos] not in ",]}#\n":
                 self.pos += 1
 
-    def inline_table(self, path: KeyPath, depth: int) -> None:
+    def elements(self, close: str) -> Iterator[int]:
+        """Step into a bracketed value at the cursor: yield at the start of each element
+        (the caller reads it), skipping blanks, comments and commas, until `close`."""
         self.pos += 1
         while True:
             self.skip_blank(newlines=True)
             char = self.peek()
             if not char:
                 return
-            if char == "}":
+            if char == close:
                 self.pos += 1
                 return
             if char == ",":
                 self.pos += 1
                 continue
-            start = self.pos
+            yield self.pos
+
+    def inline_table(self, path: KeyPath, depth: int) -> None:
+        for start in self.elements("}"):
             keys = self.key()
             if not keys:
                 self.pos += 1
@@ -267,25 +273,11 @@ class _Scanner:
                 self.value(path + keys, depth + 1)
 
     def array(self, path: KeyPath, depth: int) -> None:
-        self.pos += 1
-        index = 0
-        while True:
-            self.skip_blank(newlines=True)
-            char = self.peek()
-            if not char:
-                return
-            if char == "]":
-                self.pos += 1
-                return
-            if char == ",":
-                self.pos += 1
-                continue
-            self.found.setdefault((*path, index), self.pos)
-            before = self.pos
+        for index, start in enumerate(self.elements("]")):
+            self.found.setdefault((*path, index), start)
             self.value((*path, index), depth + 1)
-            if self.pos == before:
+            if self.pos == start:
                 self.pos += 1
-            index += 1
 
     def skip_nested(self) -> None:
         """Skip one bracketed value without recursion (too deep to be worth mapping)."""

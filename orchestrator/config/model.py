@@ -15,18 +15,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
+from orchestrator._util.frozen import FrozenMap, freeze_str_map
 from orchestrator.config.readers import (
     Fields,
-    FrozenMap,
     Problems,
+    TomlDocument,
     Where,
     check_keys,
     collect,
     describe,
-    freeze_str_map,
     read_table,
     read_toml,
 )
@@ -105,17 +106,6 @@ class ConnectionSpec:
     max_threads: int = DEFAULT_MAX_THREADS
     max_down_time: float = DEFAULT_MAX_DOWN_TIME  # jobs fail after waiting this long for it
 
-    @classmethod
-    def from_mapping(
-        cls, data: Mapping[str, object], *, where: Where, base_dir: Path
-    ) -> ConnectionSpec:
-        """A connection from one `[[connections]]` table.
-
-        Raises:
-            ConfigError: naming every problem found.
-        """
-        return collect(lambda problems: _read_connection(data, where, base_dir, problems))
-
 
 @attrs.frozen(kw_only=True)
 class OrchestratorConfig:
@@ -138,22 +128,6 @@ class OrchestratorConfig:
         base = Path(os.path.abspath(base_dir or Path.cwd()))
         return cls(results_dir=base / "results", state_dir=base / "state", inbox_dir=base / "inbox")
 
-    @classmethod
-    def from_mapping(
-        cls,
-        data: Mapping[str, object],
-        *,
-        where: Where,
-        base_dir: Path,
-        source: Path | None = None,
-    ) -> OrchestratorConfig:
-        """A configuration from a config file's top-level table.
-
-        Raises:
-            ConfigError: naming every problem found.
-        """
-        return collect(lambda problems: _read_config(data, where, base_dir, source, problems))
-
     def connection(self, name: str) -> ConnectionSpec | None:
         """The connection called `name`, if configured."""
         for spec in self.connections:
@@ -173,10 +147,7 @@ def load_config(path: StrPath | None = None) -> OrchestratorConfig:
 
     def read(problems: Problems) -> OrchestratorConfig | None:
         document = read_toml(path, problems)
-        if document is None:
-            return None
-        base_dir = Path(os.path.abspath(document.file)).parent
-        return _read_config(document.data, document.where, base_dir, Path(document.file), problems)
+        return None if document is None else _read_config(document, problems)
 
     return collect(read)
 
@@ -184,13 +155,11 @@ def load_config(path: StrPath | None = None) -> OrchestratorConfig:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _read_config(
-    data: Mapping[str, object],
-    top: Where,
-    base_dir: Path,
-    source: Path | None,
-    problems: Problems,
-) -> OrchestratorConfig | None:
+def _read_config(document: TomlDocument, problems: Problems) -> OrchestratorConfig | None:
+    """The config in a file; relative paths in it are relative to the file's directory."""
+    data, top = document.data, document.where
+    source = Path(document.file)
+    base_dir = Path(os.path.abspath(document.file)).parent
     before = problems.reported
     check_keys(data, TOP_LEVEL_KEYS, top, problems)
     settings: Mapping[str, object] = {}
@@ -212,13 +181,12 @@ def _read_config(
     if problems.reported > before:
         return None
     assert results_dir is not None and state_dir is not None and inbox_dir is not None
-    assert max_jobs is not None and grace is not None
     return OrchestratorConfig(
         results_dir=results_dir,
         state_dir=state_dir,
         inbox_dir=inbox_dir,
-        max_concurrent_jobs=max_jobs,
-        shutdown_grace=grace,
+        max_concurrent_jobs=max_jobs or DEFAULT_MAX_CONCURRENT_JOBS,
+        shutdown_grace=DEFAULT_SHUTDOWN_GRACE if grace is None else grace,
         connections=connections,
         source=source,
         scripted_model=scripted_model,
@@ -298,45 +266,45 @@ def _read_connection(
             problems.add(where.at(key), f"applies only to {_other(transport)} connections")
     max_threads = fields.integer("max_threads", DEFAULT_MAX_THREADS, minimum=1, maximum=MAX_COUNT)
     max_down_time = fields.seconds("max_down_time", DEFAULT_MAX_DOWN_TIME)
-    command: tuple[str, ...] = DEFAULT_COMMAND
-    cwd: Path | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    passthrough: tuple[str, ...] = ()
-    url: str | None = None
-    token_env: str | None = None
-    if transport is Transport.STDIO:
-        command = fields.texts("command", DEFAULT_COMMAND) or DEFAULT_COMMAND
-        cwd = fields.directory("cwd", base_dir, must_exist=True)
-        env = _check_env(fields.text_map("env") or (), where.at("env"), problems)
-        passthrough = fields.texts("env_passthrough", ()) or ()
-        for bad in (n for n in passthrough if not ENV_NAME_PATTERN.match(n)):
-            problems.add(
-                where.at("env_passthrough"),
-                f"must be environment variable names (got {describe(bad)})",
-            )
-    else:
-        url = _read_url(fields)
-        token_env = fields.text("token_env")
-        if token_env is not None and not ENV_NAME_PATTERN.match(token_env):
-            problems.add(
-                where.at("token_env"),
-                f"must be an environment variable name (got {describe(token_env)})",
-            )
+    reach = (
+        _read_stdio(fields, base_dir)
+        if transport is Transport.STDIO
+        else {"url": _read_url(fields), "token_env": _read_env_name(fields, "token_env")}
+    )
     if problems.reported > before or name is None:
         return None
-    assert max_threads is not None and max_down_time is not None
     return ConnectionSpec(
         name=name,
         transport=transport,
-        command=command,
-        cwd=cwd,
-        env=env,
-        env_passthrough=passthrough,
-        url=url,
-        token_env=token_env,
-        max_threads=max_threads,
-        max_down_time=max_down_time,
+        max_threads=max_threads or DEFAULT_MAX_THREADS,
+        max_down_time=max_down_time or DEFAULT_MAX_DOWN_TIME,
+        **reach,
     )
+
+
+def _read_stdio(fields: Fields, base_dir: Path) -> dict[str, Any]:
+    """How a stdio connection runs its app-server: command, cwd and environment."""
+    passthrough = fields.texts("env_passthrough", ()) or ()
+    for bad in (n for n in passthrough if not ENV_NAME_PATTERN.match(n)):
+        fields.problems.add(
+            fields.place("env_passthrough"),
+            f"must be environment variable names (got {describe(bad)})",
+        )
+    return {
+        "command": fields.texts("command", DEFAULT_COMMAND) or DEFAULT_COMMAND,
+        "cwd": fields.directory("cwd", base_dir, must_exist=True),
+        "env": _check_env(fields.text_map("env") or (), fields.place("env"), fields.problems),
+        "env_passthrough": passthrough,
+    }
+
+
+def _read_env_name(fields: Fields, key: str) -> str | None:
+    name = fields.text(key)
+    if name is not None and not ENV_NAME_PATTERN.match(name):
+        fields.problems.add(
+            fields.place(key), f"must be an environment variable name (got {describe(name)})"
+        )
+    return name
 
 
 def _other(transport: Transport) -> str:

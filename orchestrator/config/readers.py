@@ -21,59 +21,20 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import attrs
 
+from orchestrator._util.frozen import FrozenMap as FrozenMap
 from orchestrator.config._toml_lines import KeyPath, TomlSource, format_path
 from orchestrator.errors import ConfigError
 
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
-K = TypeVar("K")
-V = TypeVar("V")
 
 SECONDS_CAP = 7 * 24 * 3600.0  # no timeout or grace period may exceed a week
-
-
-class FrozenMap(Mapping[K, V], Generic[K, V]):
-    """An immutable, hashable mapping (so specs holding one stay hashable)."""
-
-    __slots__ = ("_data", "_hash")
-
-    def __init__(self, items: Mapping[K, V] | Sequence[tuple[K, V]] = ()) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        self._data: dict[K, V] = dict(pairs)
-        self._hash: int | None = None
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(frozenset(self._data.items()))
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return self._data == dict(other.items())
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-
-def freeze_str_map(items: Mapping[str, str] | Sequence[tuple[str, str]]) -> FrozenMap[str, str]:
-    """A FrozenMap of strings from a mapping or pairs (an attrs converter)."""
-    return items if isinstance(items, FrozenMap) else FrozenMap(items)
 
 
 # --- problems -------------------------------------------------------------------------------
@@ -329,9 +290,8 @@ def read_seconds(
     problems: Problems,
     *,
     allow_zero: bool = False,
-    maximum: float = SECONDS_CAP,
 ) -> float | None:
-    """A finite number of seconds, > 0 (or >= 0), at most `maximum`; None after reporting."""
+    """A finite number of seconds, > 0 (or >= 0), at most a week; None after reporting."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(where, f"must be a number of seconds (got {describe(value)})")
         return None
@@ -342,8 +302,8 @@ def read_seconds(
         bound = "must not be negative" if allow_zero else "must be greater than 0"
         problems.add(where, f"{bound} (got {describe(value)})")
         return None
-    if value > maximum:
-        problems.add(where, f"must be at most {maximum:g} seconds (got {describe(value)})")
+    if value > SECONDS_CAP:
+        problems.add(where, f"must be at most {SECONDS_CAP:g} seconds (got {describe(value)})")
         return None
     return float(value)
 
@@ -495,53 +455,45 @@ class Fields:
         for layer in self.layers:
             check_keys(layer.data, allowed, layer.where, self.problems, hints=hints)
 
-    def text(self, key: str, default: str | None = None, *, empty: bool = False) -> str | None:
-        """A string (non-blank unless `empty`)."""
+    def _read(
+        self, key: str, default: T | None, read: Callable[[object, Where], T | None]
+    ) -> T | None:
+        """`read(value, place)` of the key's value; `default` when absent or wrong."""
         found = self.get(key)
         if found is None:
             return default
-        value = read_str(found[0], found[1], self.problems, empty=empty)
+        value = read(*found)
         return default if value is None else value
+
+    def text(self, key: str, default: str | None = None, *, empty: bool = False) -> str | None:
+        """A string (non-blank unless `empty`)."""
+        return self._read(key, default, lambda v, w: read_str(v, w, self.problems, empty=empty))
 
     def integer(
         self, key: str, default: int | None = None, *, minimum: int, maximum: int
     ) -> int | None:
         """An integer in [minimum, maximum]."""
-        found = self.get(key)
-        if found is None:
-            return default
-        value = read_int(found[0], found[1], self.problems, minimum=minimum, maximum=maximum)
-        return default if value is None else value
+        return self._read(
+            key,
+            default,
+            lambda v, w: read_int(v, w, self.problems, minimum=minimum, maximum=maximum),
+        )
 
     def seconds(
-        self,
-        key: str,
-        default: float | None = None,
-        *,
-        allow_zero: bool = False,
-        maximum: float = SECONDS_CAP,
+        self, key: str, default: float | None = None, *, allow_zero: bool = False
     ) -> float | None:
-        """A number of seconds, > 0 (or >= 0), at most `maximum`."""
-        found = self.get(key)
-        if found is None:
-            return default
-        value = read_seconds(
-            found[0], found[1], self.problems, allow_zero=allow_zero, maximum=maximum
+        """A number of seconds, > 0 (or >= 0), at most a week."""
+        return self._read(
+            key, default, lambda v, w: read_seconds(v, w, self.problems, allow_zero=allow_zero)
         )
-        return default if value is None else value
 
     def member(self, key: str, kind: type[E], default: E | None = None) -> E | None:
         """A member of a string-valued enum, by value."""
-        found = self.get(key)
-        if found is None:
-            return default
-        value = read_enum(found[0], kind, found[1], self.problems)
-        return default if value is None else value
+        return self._read(key, default, lambda v, w: read_enum(v, kind, w, self.problems))
 
     def choice(self, key: str, choices: Sequence[str]) -> str | None:
         """One of a fixed set of strings."""
-        found = self.get(key)
-        return None if found is None else read_choice(found[0], choices, found[1], self.problems)
+        return self._read(key, None, lambda v, w: read_choice(v, choices, w, self.problems))
 
     def flag(self, key: str, default: bool = False) -> bool:
         """true or false."""
@@ -558,16 +510,13 @@ class Fields:
         self, key: str, default: tuple[str, ...] | None = None, *, nonempty: bool = True
     ) -> tuple[str, ...] | None:
         """An array of strings."""
-        found = self.get(key)
-        if found is None:
-            return default
-        value = read_str_list(found[0], found[1], self.problems, nonempty=nonempty)
-        return default if value is None else value
+        return self._read(
+            key, default, lambda v, w: read_str_list(v, w, self.problems, nonempty=nonempty)
+        )
 
     def text_map(self, key: str) -> tuple[tuple[str, str], ...] | None:
         """A table of string to string, as sorted pairs."""
-        found = self.get(key)
-        return None if found is None else read_str_map(found[0], found[1], self.problems)
+        return self._read(key, None, lambda v, w: read_str_map(v, w, self.problems))
 
     def directory(
         self, key: str, base_dir: Path, *, default: str | None = None, must_exist: bool

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestrator.config.readers import FrozenMap
+from orchestrator._util.frozen import FrozenMap
 from orchestrator.jobs.load import find_cycles, load_task_file, load_task_files
 from orchestrator.jobs.model import (
     ApprovalRules,

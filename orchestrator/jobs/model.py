@@ -17,16 +17,15 @@ from typing import Any, TypeVar
 
 import attrs
 
+from orchestrator._util.frozen import FrozenMap, freeze_str_map
 from orchestrator.config.readers import (
     Fields,
-    FrozenMap,
     Layer,
     Problems,
     Where,
     check_keys,
     collect,
     describe,
-    freeze_str_map,
     pick,
     read_str,
     read_str_list,
@@ -35,9 +34,6 @@ from orchestrator.config.readers import (
     resolve_dir,
 )
 from orchestrator.protocol.values import ThreadOptions
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+\Z")
 JOB_ID_MAX_LENGTH = 128

@@ -197,17 +197,7 @@ class Router:
     ) -> TurnTracker | None:
         """Give a notification (its method, params and the whole message) to its turn;
         returns the tracker when a reader should wake."""
-        # `ids_of`, inlined: this runs for every notification that is not a delta.
-        thread_id = params.get("threadId")
-        turn_id = params.get("turnId")
-        if turn_id is None:
-            turn = params.get("turn")
-            if isinstance(turn, dict):
-                turn_id = turn.get("id")
-        if not isinstance(thread_id, str):
-            thread_id = None
-        if not isinstance(turn_id, str):
-            turn_id = None
+        thread_id, turn_id = ids_of(params)
         if method == "serverRequest/resolved":
             self.resolve_request(params.get("requestId"), thread_id, now=now)
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
@@ -61,27 +62,26 @@ THREAD_BUSY_FIRST_DELAY = 0.5
 THREAD_BUSY_MAX_DELAY = 5.0
 
 
+@attrs.define
 class JobRunner:
-    """Runs one job's turns; created per attempt of the whole job by the scheduler."""
+    """Runs one job's turns; created per attempt of the whole job by the scheduler.
 
-    def __init__(
-        self,
-        spec: JobSpec,
-        actor: ConnectionActor,
-        steps: StepLog,
-        *,
-        journal: JobJournal | None = None,
-        resume: JobProgress | None = None,
-    ) -> None:
-        self.spec = spec
-        self.actor = actor
-        self.steps = steps
-        self.journal = journal
-        self.resume = resume
-        self.attempts = 1
-        self.usage = UsageTotals()
-        self.turns: list[TurnOutcome] = []
-        self.continuations = 0
+    `resume` is where the daemon's journal says the job got to in an earlier life.
+    """
+
+    spec: JobSpec
+    actor: ConnectionActor
+    steps: StepLog
+    journal: JobJournal | None = attrs.field(default=None, kw_only=True)
+    resume: JobProgress | None = attrs.field(default=None, kw_only=True)
+    attempts: int = attrs.field(default=1, init=False)
+    continuations: int = attrs.field(default=0, init=False)
+    usage: UsageTotals = attrs.field(factory=UsageTotals, init=False)
+    turns: list[TurnOutcome] = attrs.field(factory=list, init=False)
+    progress: TurnProgress = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        resume = self.resume
         if resume is None:
             self.progress = TurnProgress()
         else:
@@ -91,8 +91,8 @@ class JobRunner:
                 turn_starting=resume.turn_starting,
                 known_turns=frozenset(resume.known_turns),
             )
-        steps.thread_id = self.progress.thread_id
-        steps.turn_id = self.progress.turn_id
+        self.steps.thread_id = self.progress.thread_id
+        self.steps.turn_id = self.progress.turn_id
 
     @property
     def thread_id(self) -> str | None:
@@ -387,13 +387,7 @@ class JobRunner:
 
     def _finish_turn(self, result: ChatResult, continuations: int) -> TurnOutcome:
         self.usage.add(result.usage)
-        self.steps.decision(
-            "turn_completed",
-            turn_id=result.turn_id,
-            status=result.status,
-            final_text=result.final_text,
-            error=result.error_message,
-        )
+        self.steps.turn_completed(result)
         return TurnOutcome(
             result.turn_id, result.status, result.final_text, continuations, result.error_message
         )
@@ -401,14 +395,7 @@ class JobRunner:
     async def _answer(self, request: ServerRequest) -> Mapping[str, Any] | None:
         """The job's answer to a server request on its thread, recorded."""
         answer = answer_request(self.spec.approvals, request.method, request.params)
-        self.steps.decision(
-            "approval",
-            turn_id=request.turn_id,
-            method=request.method,
-            decision=answer.decision,
-            subject=answer.subject,
-            item_id=request.item_id,
-        )
+        self.steps.approval(request, decision=answer.decision, subject=answer.subject)
         self._log.info("server request answered", method=request.method, decision=answer.decision)
         await trio.lowlevel.checkpoint()
         return answer.result

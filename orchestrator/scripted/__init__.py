@@ -9,28 +9,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.scripted.home import (
-    SCRIPTED_API_KEY_ENV,
-    SCRIPTED_APP_SERVER_ARGS,
-    write_codex_home,
-)
-from orchestrator.scripted.script import (
-    HttpError,
-    ItemIds,
-    Message,
-    Reasoning,
-    Reply,
-    Rule,
-    Script,
-    StreamFailure,
-    StreamReply,
-    ToolCall,
-    Usage,
-)
-from orchestrator.scripted.sse import SseStep, stream_steps
+# Re-exported names are imported `as` themselves (no __all__ to repeat them in).
+from orchestrator.scripted.home import SCRIPTED_API_KEY_ENV as SCRIPTED_API_KEY_ENV
+from orchestrator.scripted.home import SCRIPTED_APP_SERVER_ARGS as SCRIPTED_APP_SERVER_ARGS
+from orchestrator.scripted.home import write_codex_home as write_codex_home
+from orchestrator.scripted.script import HttpError as HttpError
+from orchestrator.scripted.script import ItemIds as ItemIds
+from orchestrator.scripted.script import Message as Message
+from orchestrator.scripted.script import Reasoning as Reasoning
+from orchestrator.scripted.script import Reply as Reply
+from orchestrator.scripted.script import Rule as Rule
+from orchestrator.scripted.script import Script as Script
+from orchestrator.scripted.script import StreamFailure as StreamFailure
+from orchestrator.scripted.script import StreamReply as StreamReply
+from orchestrator.scripted.script import ToolCall as ToolCall
+from orchestrator.scripted.script import Usage as Usage
+from orchestrator.scripted.sse import SseStep as SseStep
+from orchestrator.scripted.sse import stream_steps as stream_steps
 
 if TYPE_CHECKING:
-    from orchestrator.scripted.provider import ScriptedProvider, main, open_scripted_provider
+    from orchestrator.scripted.provider import ScriptedProvider as ScriptedProvider
+    from orchestrator.scripted.provider import main as main
+    from orchestrator.scripted.provider import open_scripted_provider as open_scripted_provider
 
 _PROVIDER_NAMES = frozenset({"ScriptedProvider", "main", "open_scripted_provider"})
 
@@ -43,26 +43,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(provider, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "SCRIPTED_API_KEY_ENV",
-    "SCRIPTED_APP_SERVER_ARGS",
-    "HttpError",
-    "ItemIds",
-    "Message",
-    "Reasoning",
-    "Reply",
-    "Rule",
-    "Script",
-    "ScriptedProvider",
-    "SseStep",
-    "StreamFailure",
-    "StreamReply",
-    "ToolCall",
-    "Usage",
-    "main",
-    "open_scripted_provider",
-    "stream_steps",
-    "write_codex_home",
-]

@@ -101,6 +101,12 @@ class JobProgress:
     updated_at: str | None = None
 
     @property
+    def summary(self) -> str:
+        """Where the job stands, in a few words (for logs)."""
+        pending = f", turn {self.pending_turn} pending" if self.pending_turn else ""
+        return f"thread {self.thread_id or '-'}, {self.turns_done} turn(s) done{pending}"
+
+    @property
     def finished(self) -> bool:
         """The job's result is on disk: never run it again."""
         return self.result_written

@@ -15,7 +15,13 @@ from typing import Any
 import attrs
 
 from orchestrator.jobs.model import JobStatus
-from orchestrator.protocol.values import ConversationStep, TokenUsage, TurnStatus
+from orchestrator.protocol.values import (
+    ChatResult,
+    ConversationStep,
+    ServerRequest,
+    TokenUsage,
+    TurnStatus,
+)
 from orchestrator.store.files import JsonlLog, utc_now
 
 RECORD_VERSION = 1
@@ -53,6 +59,27 @@ class StepLog:
                 "kind": kind,
                 **fields,
             }
+        )
+
+    def turn_completed(self, result: ChatResult) -> None:
+        """Append the end of a turn: its status, final text and error."""
+        self.decision(
+            "turn_completed",
+            turn_id=result.turn_id,
+            status=result.status,
+            final_text=result.final_text,
+            error=result.error_message,
+        )
+
+    def approval(self, request: ServerRequest, *, decision: str, subject: str) -> None:
+        """Append how a server request was answered, and what about."""
+        self.decision(
+            "approval",
+            turn_id=request.turn_id,
+            method=request.method,
+            decision=decision,
+            subject=subject,
+            item_id=request.item_id,
         )
 
     def step(self, step: ConversationStep) -> None:

@@ -213,13 +213,7 @@ class Daemon:
                 if spec is None:
                     self._fail_unloadable(item.job_id, f"task file {task_file} cannot be loaded")
                     continue
-                log.info(
-                    "recovering job",
-                    job=item.job_id,
-                    thread=item.thread_id,
-                    pending_turn=item.pending_turn,
-                    turns_done=item.turns_done,
-                )
+                log.info("recovering job", job=item.job_id, progress=item.summary)
                 scheduler.submit(spec, item)
 
     def _load_accepted(self, path: Path, progress: dict[str, JobProgress]) -> dict[str, Any]:
