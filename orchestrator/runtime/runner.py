@@ -31,21 +31,10 @@ from orchestrator.client import (
     TurnStream,
 )
 from orchestrator.errors import ConnectionDown, JobFailed
+from orchestrator.jobs import recovery
 from orchestrator.jobs.model import InactivityAction, JobSpec, JobStatus
 from orchestrator.jobs.policy import answer_request, on_inactivity
-from orchestrator.jobs.recovery import (
-    Adopt,
-    Adopted,
-    Fail,
-    Reconcile,
-    Resume,
-    ResumeThread,
-    ServerView,
-    StartThread,
-    TurnProgress,
-    next_action,
-    on_connection_lost,
-)
+from orchestrator.jobs.recovery import ServerView, TurnProgress
 from orchestrator.protocol import methods
 from orchestrator.runtime.actor import ConnectionActor
 from orchestrator.store.journal import JobJournal, JobProgress
@@ -220,21 +209,21 @@ class JobRunner:
         """Carry out `next_action` until the turn is being read: started, or resumed."""
         view: ServerView | None = None
         while True:
-            action = next_action(self.progress, generation=generation, view=view)
+            action = recovery.next_action(self.progress, generation=generation, view=view)
             seen, view = view, None
-            if isinstance(action, StartThread):
+            if isinstance(action, recovery.StartThread):
                 await self._start_thread(client, generation)
-            elif isinstance(action, ResumeThread):
+            elif isinstance(action, recovery.ResumeThread):
                 await self._resume_thread(client, generation)
-            elif isinstance(action, Adopt):
+            elif isinstance(action, recovery.Adopt):
                 view = ServerView(newest_turn=await self._newest_turn(client))
-            elif isinstance(action, Adopted):
+            elif isinstance(action, recovery.Adopted):
                 self.progress = self.progress.adopted(action.turn_id)
                 self.steps.turn_id = action.turn_id
                 self.steps.decision("turn_adopted", turn_id=action.turn_id)
-            elif isinstance(action, Reconcile):
+            elif isinstance(action, recovery.Reconcile):
                 view = await self._look_up_turn(client, action.turn_id)
-            elif isinstance(action, Resume):
+            elif isinstance(action, recovery.Resume):
                 if action.reconciled:
                     status = seen.turn_status if seen is not None else None
                     self.steps.decision("turn_reconciled", status=status, turn_id=action.turn_id)
@@ -339,8 +328,10 @@ class JobRunner:
         return stream
 
     def _retry_or_fail(self, reason: str) -> None:
-        decision = on_connection_lost(reason, attempts=self.attempts, retries=self.spec.retries)
-        if isinstance(decision, Fail):
+        decision = recovery.on_connection_lost(
+            reason, attempts=self.attempts, retries=self.spec.retries
+        )
+        if isinstance(decision, recovery.Fail):
             self.steps.decision("retry", allowed=False, reason=reason, attempts=self.attempts)
             raise JobFailed(decision.reason)
         self.attempts += 1
