@@ -55,6 +55,31 @@ def ws_connection(name: str, url: str, *, max_threads: int = 4) -> str:
         """
 
 
+def write_config(
+    directory: Path,
+    *connections: str,
+    name: str = "config.toml",
+    max_concurrent_jobs: int = 8,
+    **settings: Any,
+) -> Path:
+    """`directory/<name>`: an `[orchestrator]` table (results and state under `directory`,
+    scripted model, then `settings`) and `connections` (one scripted stdio `local` by
+    default)."""
+    table = {
+        "results_dir": "results",
+        "state_dir": "state",
+        "max_concurrent_jobs": max_concurrent_jobs,
+        "scripted_model": True,
+        **settings,
+    }
+    lines = ["[orchestrator]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
+    text = "\n".join(lines) + "\n"
+    text += "".join(textwrap.dedent(c) for c in connections or (stdio_connection("local"),))
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_daemon_config(
     directory: Path,
     *connections: str,
@@ -63,20 +88,14 @@ def write_daemon_config(
     scripted_model: bool = True,
 ) -> Path:
     """`directory/config.toml`: results, state and inbox under `directory`, scripted model."""
-    text = textwrap.dedent(
-        f"""
-        [orchestrator]
-        results_dir = "results"
-        state_dir = "state"
-        inbox_dir = "inbox"
-        max_concurrent_jobs = {max_concurrent_jobs}
-        shutdown_grace = {shutdown_grace}
-        scripted_model = {"true" if scripted_model else "false"}
-        """
-    ) + "".join(textwrap.dedent(c) for c in connections or (stdio_connection("local"),))
-    path = directory / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_config(
+        directory,
+        *connections,
+        max_concurrent_jobs=max_concurrent_jobs,
+        inbox_dir="inbox",
+        shutdown_grace=shutdown_grace,
+        scripted_model=scripted_model,
+    )
 
 
 def task_text(*jobs: tuple[str, str], **common: Any) -> str:

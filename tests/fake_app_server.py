@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from orchestrator.transport.base import MessageTransport
 from orchestrator.transport.memory import MemoryTransport
 
 TurnScript = Callable[["FakeTurn"], Awaitable[None]]
@@ -112,6 +113,49 @@ async def echo_turn(turn: FakeTurn) -> None:
     await turn.complete()
 
 
+def trickling_turn(deltas: int, *, every: float = 2) -> TurnScript:
+    """A script that sends `deltas` message deltas `every` seconds apart (activity, but no
+    step), then one agent message "done", and completes."""
+
+    async def script(turn: FakeTurn) -> None:
+        await turn.accept()
+        for _ in range(deltas):
+            await trio.sleep(every)
+            await turn.notify("item/agentMessage/delta", itemId="m", delta="x")
+        await turn.item("agentMessage", "done")
+        await turn.complete()
+
+    return script
+
+
+def asking_turn(answers: list[Any], method: str, **params: Any) -> TurnScript:
+    """A script that sends one server request `method` and appends the client's answer to
+    `answers` before it completes."""
+
+    async def script(turn: FakeTurn) -> None:
+        await turn.accept()
+        answers.append(await turn.request(method, **params))
+        await turn.complete()
+
+    return script
+
+
+async def answer_until_closed(
+    transport: MessageTransport,
+    handle: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    ends: tuple[type[BaseException], ...] = (trio.EndOfChannel, Exception),
+) -> None:
+    """Pass every JSON message the client sends to `handle`, until a receive raises one of
+    `ends` (the connection is over)."""
+    while True:
+        try:
+            text = await transport.receive()
+        except ends:
+            return
+        await handle(json.loads(text))
+
+
 class FakeAppServer:
     """Serves one client connection over a memory transport until closed."""
 
@@ -178,12 +222,7 @@ class FakeAppServer:
             self._nursery = nursery
             task_status.started()
             try:
-                while True:
-                    try:
-                        text = await self.transport.receive()
-                    except (trio.EndOfChannel, Exception):
-                        break
-                    await self._handle(json.loads(text))
+                await answer_until_closed(self.transport, self._handle)
             finally:
                 nursery.cancel_scope.cancel()
 

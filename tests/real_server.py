@@ -12,7 +12,11 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.scripted import SCRIPTED_APP_SERVER_ARGS
+from orchestrator.scripted import (
+    SCRIPTED_APP_SERVER_ARGS,
+    open_scripted_provider,
+    write_codex_home,
+)
 from orchestrator.transport.stdio import StderrTail, find_codex, stop_process
 
 CODEX_VERSION = "0.169.0"
@@ -96,6 +100,21 @@ async def open_ws_app_server(
             await stop_process(process, grace=1)
             if process.stderr is not None:
                 await process.stderr.aclose()
+
+
+@asynccontextmanager
+async def scripted_codex_home(home: Path) -> AsyncIterator[dict[str, str]]:
+    """Run a scripted model provider; yield the environment of a CODEX_HOME at `home` that
+    points codex at it."""
+    async with open_scripted_provider() as provider:
+        yield write_codex_home(home, base_url=provider.base_url)
+
+
+def work_dir(tmp_path: Path) -> Path:
+    """`tmp_path/work`, created: the jobs' and app-servers' working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
 
 
 def kill_group(pid: int) -> None:

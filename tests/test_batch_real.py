@@ -29,9 +29,15 @@ from orchestrator.app.cli import main
 from orchestrator.config import load_config
 from orchestrator.jobs.load import load_task_files
 from orchestrator.runtime.actor import ConnectionActor
-from orchestrator.scripted import open_scripted_provider, write_codex_home
 from orchestrator.transport.stdio import StdioTransport
-from tests.real_server import kill_group, open_ws_app_server
+from tests.daemon_helpers import (
+    kinds,
+    read_jsonl,
+    stdio_connection,
+    write_config,
+    ws_connection,
+)
+from tests.real_server import kill_group, open_ws_app_server, scripted_codex_home, work_dir
 
 pytestmark = pytest.mark.real_server
 
@@ -43,43 +49,21 @@ STEP_ONLY_FIELDS = ("step_type", "item_type", "item_id", "text")
 # --- files ------------------------------------------------------------------------------
 
 
-def stdio_connection(name: str, *, max_threads: int = 4) -> str:
-    """A `[[connections]]` table for a scripted stdio app-server."""
-    return f"""
-        [[connections]]
-        name = "{name}"
-        transport = "stdio"
-        command = ["codex", "app-server", "--disable", "unbounded_connection_retries"]
-        max_threads = {max_threads}
-        """
-
-
-def write_config(
-    directory: Path,
-    *connections: str,
-    max_concurrent_jobs: int = 8,
-    name: str = "config.toml",
-) -> Path:
-    """A scripted-model config whose results and state live in `directory`."""
-    text = textwrap.dedent(
-        f"""
-        [orchestrator]
-        results_dir = "results"
-        state_dir = "state"
-        max_concurrent_jobs = {max_concurrent_jobs}
-        scripted_model = true
-        """
-    ) + "".join(textwrap.dedent(c) for c in connections or (stdio_connection("local"),))
-    path = directory / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def write_text(path: Path, text: str) -> Path:
     """Write a dedented file (leading blank lines dropped) and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return path
+
+
+def write_tasks(tmp_path: Path, text: str) -> tuple[Path, Path]:
+    """The default config and `text` (dedented) as tasks.toml, both under `tmp_path`."""
+    return write_config(tmp_path), write_text(tmp_path / "tasks.toml", text)
+
+
+def run_argv(config: Path, taskfile: Path) -> list[str]:
+    """The arguments of `orchestrator run` for one config and task file, no progress line."""
+    return ["run", "-c", str(config), str(taskfile), "--no-progress"]
 
 
 def read_result(results: Path, job_id: str) -> dict[str, Any]:
@@ -91,20 +75,6 @@ def read_result(results: Path, job_id: str) -> dict[str, Any]:
 def read_steps(results: Path, job_id: str) -> list[dict[str, Any]]:
     """Every record of the job's `steps.jsonl` (empty when there is none)."""
     return read_jsonl(results / job_id / "steps.jsonl")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a JSONL file (a torn last line is ignored)."""
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def kinds(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The records of one kind."""
-    return [record for record in records if record["kind"] == kind]
 
 
 def read_summary(results: Path) -> dict[str, Any]:
@@ -155,7 +125,7 @@ def test_offline_example_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[
     """The shipped offline pipeline completes every job and leaves private, complete records."""
     config = write_config(tmp_path, stdio_connection("local"), max_concurrent_jobs=4)
     taskfile = REPO / "jobs" / "examples" / "pipeline.toml"
-    assert main(["run", "-c", str(config), str(taskfile), "--no-progress"]) == 0
+    assert main(run_argv(config, taskfile)) == 0
     results = tmp_path / "results"
     job_ids = ["greet", "survey", "plan", "slow-report", "wrap-up"]
 
@@ -227,21 +197,13 @@ def test_offline_example_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[
 async def test_jobs_spread_over_stdio_and_websocket(tmp_path: Path) -> None:
     """Pinned and unpinned jobs run on a stdio and a websocket connection, never more than
     `max_threads` threads at once on either."""
-    work = tmp_path / "work"
-    work.mkdir()
-    async with open_scripted_provider() as provider:
-        ws_env = write_codex_home(tmp_path / "ws-home", base_url=provider.base_url)
+    work = work_dir(tmp_path)
+    async with scripted_codex_home(tmp_path / "ws-home") as ws_env:
         async with open_ws_app_server(ws_env, cwd=work) as url:
             config_path = write_config(
                 tmp_path,
                 stdio_connection("pipe", max_threads=2),
-                f"""
-                [[connections]]
-                name = "socket"
-                transport = "websocket"
-                url = "{url}"
-                max_threads = 2
-                """,
+                ws_connection("socket", url, max_threads=2),
             )
             pins = ["pipe"] * 3 + ["socket"] * 3 + [None] * 2
             jobs_text = '[defaults]\ncwd = "work"\napproval_policy = "never"\n'
@@ -277,20 +239,10 @@ async def test_jobs_spread_over_stdio_and_websocket(tmp_path: Path) -> None:
 
 async def test_batch_with_a_websocket_connection_ends_promptly(tmp_path: Path) -> None:
     """`run_batch` returns within a moment of its last job ending, websocket connection or not."""
-    work = tmp_path / "work"
-    work.mkdir()
-    async with open_scripted_provider() as provider:
-        ws_env = write_codex_home(tmp_path / "ws-home", base_url=provider.base_url)
+    work = work_dir(tmp_path)
+    async with scripted_codex_home(tmp_path / "ws-home") as ws_env:
         async with open_ws_app_server(ws_env, cwd=work) as url:
-            config_path = write_config(
-                tmp_path,
-                f"""
-                [[connections]]
-                name = "socket"
-                transport = "websocket"
-                url = "{url}"
-                """,
-            )
+            config_path = write_config(tmp_path, ws_connection("socket", url))
             taskfile = write_text(
                 tmp_path / "tasks.toml",
                 """
@@ -315,9 +267,8 @@ async def test_batch_with_a_websocket_connection_ends_promptly(tmp_path: Path) -
 def test_inactivity_policies(tmp_path: Path) -> None:
     """On a slow turn, `continue` resumes until it completes, `cancel` ends the job cancelled
     with its earlier steps kept, and `fail` ends it failed."""
-    config = write_config(tmp_path)
-    taskfile = write_text(
-        tmp_path / "tasks.toml",
+    config, taskfile = write_tasks(
+        tmp_path,
         """
         [defaults]
         approval_policy = "never"
@@ -340,7 +291,7 @@ def test_inactivity_policies(tmp_path: Path) -> None:
         on_inactivity = "fail"
         """,
     )
-    assert main(["run", "-c", str(config), str(taskfile), "--no-progress"]) == 1
+    assert main(run_argv(config, taskfile)) == 1
     results = tmp_path / "results"
 
     waits = read_result(results, "waits")
@@ -387,12 +338,10 @@ def test_inactivity_policies(tmp_path: Path) -> None:
 
 def test_approval_rules_on_real_commands(tmp_path: Path) -> None:
     """Under `untrusted`, an allowed command is approved and runs; any other is declined."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     (work / "precious.txt").write_text("keep me\n")
-    config = write_config(tmp_path)
-    taskfile = write_text(
-        tmp_path / "tasks.toml",
+    config, taskfile = write_tasks(
+        tmp_path,
         """
         [defaults]
         cwd = "work"
@@ -410,7 +359,7 @@ def test_approval_rules_on_real_commands(tmp_path: Path) -> None:
         prompt = "shell: rm -f precious.txt"
         """,
     )
-    assert main(["run", "-c", str(config), str(taskfile), "--no-progress"]) == 0
+    assert main(run_argv(config, taskfile)) == 0
     results = tmp_path / "results"
 
     assert (work / "allowed.txt").exists()
@@ -438,9 +387,8 @@ def test_approval_rules_on_real_commands(tmp_path: Path) -> None:
 
 def test_failed_dependency_stops_the_chain(tmp_path: Path) -> None:
     """In a chain a -> b -> c where b fails, c is never started and says why."""
-    config = write_config(tmp_path)
-    taskfile = write_text(
-        tmp_path / "tasks.toml",
+    config, taskfile = write_tasks(
+        tmp_path,
         """
         [defaults]
         approval_policy = "never"
@@ -461,7 +409,7 @@ def test_failed_dependency_stops_the_chain(tmp_path: Path) -> None:
         depends_on = ["b"]
         """,
     )
-    assert main(["run", "-c", str(config), str(taskfile), "--no-progress"]) == 1
+    assert main(run_argv(config, taskfile)) == 1
     results = tmp_path / "results"
 
     assert read_result(results, "a")["status"] == "completed"
@@ -486,9 +434,8 @@ def test_failed_dependency_stops_the_chain(tmp_path: Path) -> None:
 
 def test_rerun_reuses_completed_jobs_unless_forced(tmp_path: Path) -> None:
     """A second run reuses completed results untouched; `--force` runs the jobs again."""
-    config = write_config(tmp_path)
-    taskfile = write_text(
-        tmp_path / "tasks.toml",
+    config, taskfile = write_tasks(
+        tmp_path,
         """
         [defaults]
         approval_policy = "never"
@@ -502,7 +449,7 @@ def test_rerun_reuses_completed_jobs_unless_forced(tmp_path: Path) -> None:
         prompt = "second job"
         """,
     )
-    argv = ["run", "-c", str(config), str(taskfile), "--no-progress"]
+    argv = run_argv(config, taskfile)
     results = tmp_path / "results"
     files = [
         results / job / name for job in ("one", "two") for name in ("result.json", "steps.jsonl")
@@ -542,55 +489,40 @@ def test_rerun_reuses_completed_jobs_unless_forced(tmp_path: Path) -> None:
 
 GOOD_JOB = '[[jobs]]\nid = "@ok"\nprompt = "p"\n'
 
+InvalidCase = tuple[str, str | None, str | None, list[tuple[str, int, str]]]
+
+
+def bad_job_line(case: str, line: str, key: str) -> InvalidCase:
+    """A case whose good job has one bad line more, reported at line 4 as `jobs[0].<key>`."""
+    return (case, f"{GOOD_JOB}{line}\n", None, [("tasks", 4, f"jobs[0].{key}")])
+
+
+def bad_config(case: str, text: str, line: int, key: str) -> InvalidCase:
+    """A case with the good task file and config `text`, reported at `line` as `key`."""
+    return (case, None, text, [("config", line, key)])
+
+
 # (case, task file text or None for a good one, config text or None for a good one,
 #  expected problems as (file: "tasks" | "config", line, key)). "@" in a task file becomes a
 # per-case prefix, so that every case's ids are distinct when validated together.
-INVALID: list[tuple[str, str | None, str | None, list[tuple[str, int, str]]]] = [
+INVALID: list[InvalidCase] = [
     (
         "toml-syntax",
         '[[jobs]]\nid = "@a"\nprompt = "unterminated\n',
         None,
         [("tasks", 3, "syntax")],
     ),
-    ("unknown-job-key", GOOD_JOB + 'promt = "typo"\n', None, [("tasks", 4, "jobs[0].promt")]),
-    (
-        "wrong-type",
-        GOOD_JOB + 'inactivity_timeout = "soon"\n',
-        None,
-        [("tasks", 4, "jobs[0].inactivity_timeout")],
+    bad_job_line("unknown-job-key", 'promt = "typo"', "promt"),
+    bad_job_line("wrong-type", 'inactivity_timeout = "soon"', "inactivity_timeout"),
+    bad_job_line("bad-on-inactivity", 'on_inactivity = "maybe"', "on_inactivity"),
+    bad_job_line("bad-approval-policy", 'approval_policy = "always"', "approval_policy"),
+    bad_job_line(
+        "bad-approval-decision", 'approvals = { commands = "sometimes" }', "approvals.commands"
     ),
-    (
-        "bad-on-inactivity",
-        GOOD_JOB + 'on_inactivity = "maybe"\n',
-        None,
-        [("tasks", 4, "jobs[0].on_inactivity")],
-    ),
-    (
-        "bad-approval-policy",
-        GOOD_JOB + 'approval_policy = "always"\n',
-        None,
-        [("tasks", 4, "jobs[0].approval_policy")],
-    ),
-    (
-        "bad-approval-decision",
-        GOOD_JOB + 'approvals = { commands = "sometimes" }\n',
-        None,
-        [("tasks", 4, "jobs[0].approvals.commands")],
-    ),
-    (
-        "negative-count",
-        GOOD_JOB + "max_continuations = -1\n",
-        None,
-        [("tasks", 4, "jobs[0].max_continuations")],
-    ),
+    bad_job_line("negative-count", "max_continuations = -1", "max_continuations"),
     ("unsafe-id", '[[jobs]]\nid = "@a/b"\nprompt = "p"\n', None, [("tasks", 2, "jobs[0].id")]),
     ("duplicate-id", GOOD_JOB + GOOD_JOB, None, [("tasks", 5, "jobs[1].id")]),
-    (
-        "unknown-dependency",
-        GOOD_JOB + 'depends_on = ["@nope"]\n',
-        None,
-        [("tasks", 4, "jobs[0].depends_on[0]")],
-    ),
+    bad_job_line("unknown-dependency", 'depends_on = ["@nope"]', "depends_on[0]"),
     (
         "dependency-cycle",
         '[[jobs]]\nid = "@a"\nprompt = "p"\ndepends_on = ["@b"]\n\n'
@@ -598,18 +530,8 @@ INVALID: list[tuple[str, str | None, str | None, list[tuple[str, int, str]]]] = 
         None,
         [("tasks", 4, "jobs[0].depends_on")],
     ),
-    (
-        "prompt-and-turns",
-        GOOD_JOB + 'turns = ["x", "y"]\n',
-        None,
-        [("tasks", 4, "jobs[0].turns")],
-    ),
-    (
-        "missing-cwd",
-        GOOD_JOB + 'cwd = "no/such/dir"\n',
-        None,
-        [("tasks", 4, "jobs[0].cwd")],
-    ),
+    bad_job_line("prompt-and-turns", 'turns = ["x", "y"]', "turns"),
+    bad_job_line("missing-cwd", 'cwd = "no/such/dir"', "cwd"),
     (
         "id-in-defaults",
         '[defaults]\nid = "x"\n\n' + GOOD_JOB,
@@ -617,37 +539,24 @@ INVALID: list[tuple[str, str | None, str | None, list[tuple[str, int, str]]]] = 
         [("tasks", 2, "defaults.id")],
     ),
     ("no-jobs", '[defaults]\nsandbox = "read-only"\n', None, [("tasks", 1, "jobs")]),
-    (
-        "unknown-connection",
-        GOOD_JOB + 'connection = "nowhere"\n',
-        None,
-        [("tasks", 4, "jobs[0].connection")],
+    bad_job_line("unknown-connection", 'connection = "nowhere"', "connection"),
+    bad_config(
+        "config-unknown-key", '[orchestrator]\nresult_dir = "out"\n', 2, "orchestrator.result_dir"
     ),
-    (
-        "config-unknown-key",
-        None,
-        '[orchestrator]\nresult_dir = "out"\n',
-        [("config", 2, "orchestrator.result_dir")],
-    ),
-    (
+    bad_config(
         "config-zero-threads",
-        None,
         '[[connections]]\nname = "x"\nmax_threads = 0\n',
-        [("config", 3, "connections[0].max_threads")],
+        3,
+        "connections[0].max_threads",
     ),
-    (
+    bad_config(
         "config-token-in-file",
-        None,
         '[[connections]]\nname = "ws"\ntransport = "websocket"\nurl = "ws://127.0.0.1:1"\n'
         'token = "secret"\n',
-        [("config", 5, "connections[0].token")],
+        5,
+        "connections[0].token",
     ),
-    (
-        "config-syntax",
-        None,
-        "[orchestrator\n",
-        [("config", 1, "syntax")],
-    ),
+    bad_config("config-syntax", "[orchestrator\n", 1, "syntax"),
 ]
 
 
@@ -694,7 +603,7 @@ def test_invalid_input_runs_nothing(
 ) -> None:
     """A bad task or config file exits 2 before anything runs, naming file, line and key."""
     tasks_path, config_path = write_invalid_case(tmp_path, case, tasks, config)
-    assert main(["run", "-c", str(config_path), str(tasks_path), "--no-progress"]) == 2
+    assert main(run_argv(config_path, tasks_path)) == 2
     captured = capsys.readouterr()
     assert_reported(captured.err, expected, {"tasks": tasks_path, "config": config_path})
     assert captured.out == ""
@@ -824,9 +733,8 @@ async def test_killed_app_server_is_restarted_and_the_job_completes(
 def test_sigint_stops_the_batch_gracefully(tmp_path: Path) -> None:
     """SIGINT to `python -m orchestrator run` interrupts the running turn, records the job
     cancelled with its steps, writes the summary and exits 1."""
-    config = write_config(tmp_path)
-    taskfile = write_text(
-        tmp_path / "tasks.toml",
+    config, taskfile = write_tasks(
+        tmp_path,
         """
         [defaults]
         approval_policy = "never"

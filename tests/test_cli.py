@@ -12,28 +12,28 @@ import pytest
 import trio
 
 from orchestrator.app.cli import main
-from orchestrator.scripted import open_scripted_provider, write_codex_home
-from tests.real_server import open_ws_app_server
+from tests.real_server import open_ws_app_server, scripted_codex_home, work_dir
 
 pytestmark = pytest.mark.real_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def chat_offline(*args: str) -> int:
+    """`orchestrator chat --offline ARGS`: its exit status."""
+    return main(["chat", "--offline", *args])
+
+
 def test_chat_offline_prints_labelled_steps(capsys: pytest.CaptureFixture[str]) -> None:
     """Several prompts run as turns on one thread and each step prints as a labelled block."""
-    code = main(
-        [
-            "chat",
-            "--offline",
-            "--log-format",
-            "json",
-            "--prompt",
-            "reason: labels",
-            "--prompt",
-            "shell: echo cli-shell-output",
-            "--show-data",
-        ]
+    code = chat_offline(
+        "--log-format",
+        "json",
+        "--prompt",
+        "reason: labels",
+        "--prompt",
+        "shell: echo cli-shell-output",
+        "--show-data",
     )
     out = capsys.readouterr().out
     assert code == 0
@@ -46,9 +46,7 @@ def test_chat_offline_prints_labelled_steps(capsys: pytest.CaptureFixture[str]) 
 
 def test_chat_resumes_on_inactivity_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     """A turn quiet for longer than --inactivity-timeout is waited for, then completes."""
-    code = main(
-        ["chat", "--offline", "--inactivity-timeout", "0.5", "--prompt", "slow 1x2: resumed"]
-    )
+    code = chat_offline("--inactivity-timeout", "0.5", "--prompt", "slow 1x2: resumed")
     out = capsys.readouterr().out
     assert code == 0
     assert "still waiting" in out
@@ -57,16 +55,8 @@ def test_chat_resumes_on_inactivity_by_default(capsys: pytest.CaptureFixture[str
 
 def test_chat_cancel_on_timeout(capsys: pytest.CaptureFixture[str]) -> None:
     """With --cancel-on-timeout the quiet turn is interrupted and the exit status is 1."""
-    code = main(
-        [
-            "chat",
-            "--offline",
-            "--inactivity-timeout",
-            "0.5",
-            "--cancel-on-timeout",
-            "--prompt",
-            "slow 3x3: cut short",
-        ]
+    code = chat_offline(
+        "--inactivity-timeout", "0.5", "--cancel-on-timeout", "--prompt", "slow 3x3: cut short"
     )
     out = capsys.readouterr().out
     assert code == 1
@@ -101,10 +91,8 @@ async def test_chat_over_websocket_with_a_token(tmp_path: Path) -> None:
     """`--transport websocket --url --token` talks to a token-protected app-server."""
     token_file = tmp_path / "token"
     token_file.write_text("cli-secret-token")
-    work = tmp_path / "work"
-    work.mkdir()
-    async with open_scripted_provider() as provider:
-        env = write_codex_home(tmp_path / "home", base_url=provider.base_url)
+    work = work_dir(tmp_path)
+    async with scripted_codex_home(tmp_path / "home") as env:
         extra = ("--ws-auth", "capability-token", "--ws-token-file", str(token_file))
         async with open_ws_app_server(env, cwd=work, extra_args=extra) as url:
             argv = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -22,7 +23,13 @@ from orchestrator.client import (
     ThreadOptions,
 )
 from orchestrator.transport.memory import memory_transport_pair
-from tests.fake_app_server import FakeAppServer, FakeTurn
+from tests.fake_app_server import FakeAppServer, FakeTurn, asking_turn, trickling_turn
+
+
+def connect(fake_server: FakeAppServer, **options: Any) -> AbstractAsyncContextManager[CodexClient]:
+    """A client with `options` on `fake_server`'s connection (in tests that do not take the
+    `client` fixture, which would hold that end)."""
+    return CodexClient.over(fake_server.client_end, **options)  # type: ignore[attr-defined]
 
 
 async def test_chat_once_returns_steps_final_text_and_usage(
@@ -228,16 +235,7 @@ async def test_inactivity_timer_restarts_on_deltas(
     autojump_clock: trio.testing.MockClock, client: CodexClient, fake_server: FakeAppServer
 ) -> None:
     """Deltas count as activity even though they are not steps."""
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        for _ in range(5):
-            await trio.sleep(2)
-            await turn.notify("item/agentMessage/delta", itemId="m", delta="x")
-        await turn.item("agentMessage", "done")
-        await turn.complete()
-
-    fake_server.turn_script = script
+    fake_server.turn_script = trickling_turn(5)
     result = await client.chat_once("q", inactivity_timeout=3)
     assert result.final_text == "done"
 
@@ -262,10 +260,7 @@ async def test_pending_approval_is_not_inactivity(
         await turn.complete()
 
     fake_server.turn_script = script
-    async with CodexClient.over(
-        fake_server.client_end,
-        approval_handler=slow_handler,  # type: ignore[attr-defined]
-    ) as client:
+    async with connect(fake_server, approval_handler=slow_handler) as client:
         result = await client.chat_once("q", inactivity_timeout=5)
     assert result.final_text == "decided accept"
     assert decisions[0].method == "item/commandExecution/requestApproval"
@@ -287,13 +282,7 @@ async def test_requests_are_declined_without_a_handler(
 ) -> None:
     """With no handler, every known server request gets its refusal."""
     answers: list[Any] = []
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        answers.append(await turn.request(method, itemId="i"))
-        await turn.complete()
-
-    fake_server.turn_script = script
+    fake_server.turn_script = asking_turn(answers, method, itemId="i")
     await client.chat_once("q")
     assert answers == [expected]
 
@@ -303,13 +292,7 @@ async def test_unknown_server_request_gets_an_error(
 ) -> None:
     """A server request we do not know is answered with a JSON-RPC error."""
     answers: list[Any] = []
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        answers.append(await turn.request("something/new"))
-        await turn.complete()
-
-    fake_server.turn_script = script
+    fake_server.turn_script = asking_turn(answers, "something/new")
     await client.chat_once("q")
     assert answers[0]["code"] == -32601
 
@@ -321,17 +304,8 @@ async def test_raising_handler_declines(fake_server: FakeAppServer) -> None:
         raise RuntimeError("handler bug")
 
     answers: list[Any] = []
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        answers.append(await turn.request("item/fileChange/requestApproval", itemId="f"))
-        await turn.complete()
-
-    fake_server.turn_script = script
-    async with CodexClient.over(
-        fake_server.client_end,
-        approval_handler=broken,  # type: ignore[attr-defined]
-    ) as client:
+    fake_server.turn_script = asking_turn(answers, "item/fileChange/requestApproval", itemId="f")
+    async with connect(fake_server, approval_handler=broken) as client:
         await client.chat_once("q")
     assert answers == [{"decision": "decline"}]
 
@@ -346,18 +320,10 @@ async def test_hanging_handler_is_declined_after_approval_timeout(
         raise AssertionError
 
     answers: list[Any] = []
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        answers.append(await turn.request("item/commandExecution/requestApproval", itemId="c"))
-        await turn.complete()
-
-    fake_server.turn_script = script
-    async with CodexClient.over(
-        fake_server.client_end,  # type: ignore[attr-defined]
-        approval_handler=hangs,
-        approval_timeout=30,
-    ) as client:
+    fake_server.turn_script = asking_turn(
+        answers, "item/commandExecution/requestApproval", itemId="c"
+    )
+    async with connect(fake_server, approval_handler=hangs, approval_timeout=30) as client:
         start = trio.current_time()
         await client.chat_once("q")
     assert answers == [{"decision": "decline"}]
@@ -608,7 +574,7 @@ async def test_continuation_of_a_forgotten_turn_is_rebuilt_from_thread_read(
 async def test_errors_from_the_block_are_not_wrapped(fake_server: FakeAppServer) -> None:
     """An error raised inside `async with` comes out as itself, not in an ExceptionGroup."""
     with pytest.raises(CodexTransportError):
-        async with CodexClient.over(fake_server.client_end) as client:  # type: ignore[attr-defined]
+        async with connect(fake_server) as client:
             await client.initialize()
             await fake_server.close()
             await client.reader_done.wait()

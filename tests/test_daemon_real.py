@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 
-from orchestrator.scripted import open_scripted_provider, write_codex_home
 from tests.daemon_helpers import (
     DaemonProcess,
     command_line,
@@ -37,7 +36,7 @@ from tests.daemon_helpers import (
     write_daemon_config,
     ws_connection,
 )
-from tests.real_server import open_ws_app_server
+from tests.real_server import open_ws_app_server, scripted_codex_home, work_dir
 
 pytestmark = pytest.mark.real_server
 
@@ -57,6 +56,15 @@ def steps_of(tmp_path: Path, job_id: str) -> list[dict[str, Any]]:
 def has_result(tmp_path: Path, *job_ids: str) -> bool:
     """Every named job has its result.json."""
     return all((tmp_path / "results" / job_id / "result.json").exists() for job_id in job_ids)
+
+
+async def wait_for_result(
+    tmp_path: Path, job_id: str, daemon: DaemonProcess, *, seconds: float = 30
+) -> None:
+    """Wait until the job's result.json is written; fail at once if `daemon` exits."""
+    await wait_until(
+        lambda: has_result(tmp_path, job_id), seconds=seconds, what=f"job {job_id}", watch=[daemon]
+    )
 
 
 async def kill_and_check_children_gone(daemon: DaemonProcess) -> None:
@@ -83,8 +91,7 @@ async def kill_and_check_children_gone(daemon: DaemonProcess) -> None:
 async def test_inbox_takes_valid_files_and_rejects_a_bad_one(tmp_path: Path) -> None:
     """Eight files dropped into a running daemon's inbox: seven jobs complete and their files
     move to accepted/, the bad file moves to rejected/ with a `.error` naming file:line: key."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     config = write_daemon_config(tmp_path)
     inbox = tmp_path / "inbox"
     prompts = {
@@ -161,8 +168,7 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     more: two `turn_started`, one `turn_completed`. (c) Job `c` is killed right after its
     result.json appears; the next daemon leaves the file alone and starts no turn.
     """
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     inbox = tmp_path / "inbox"
     state = tmp_path / "state"
     broken = json.dumps([str(tmp_path / "no-such-codex"), "app-server"])
@@ -190,9 +196,7 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     # Life 2: `later` works now; `a` completes. Then `b` is killed mid-turn.
     config = write_daemon_config(tmp_path, stdio_connection("local"), stdio_connection("later"))
     async with running_daemon(config, tmp_path, "life2") as daemon:
-        await wait_until(
-            lambda: has_result(tmp_path, "a"), seconds=60, what="job a", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "a", daemon, seconds=60)
         drop_task(inbox, "b.toml", task_text(("b", "slow 1x4: b done"), **common))
         await wait_until(
             lambda: "turn_acknowledged" in journal_events(state, "b"),
@@ -206,13 +210,9 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
 
     # Life 3: `b` is recovered and completes. Then `c` is killed as its result appears.
     async with running_daemon(config, tmp_path, "life3") as daemon:
-        await wait_until(
-            lambda: has_result(tmp_path, "b"), seconds=60, what="job b", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "b", daemon, seconds=60)
         drop_task(inbox, "c.toml", task_text(("c", "quick c"), **common))
-        await wait_until(
-            lambda: has_result(tmp_path, "c"), seconds=60, what="job c", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "c", daemon, seconds=60)
         await kill_and_check_children_gone(daemon)
         c_result = (tmp_path / "results" / "c" / "result.json").read_bytes()
         c_steps = (tmp_path / "results" / "c" / "steps.jsonl").read_bytes()
@@ -220,9 +220,7 @@ async def test_sigkill_at_three_moments_each_job_completes_once(tmp_path: Path) 
     # Life 4: everything ends; a job dropped now shows the daemon is past its recovery.
     async with running_daemon(config, tmp_path, "life4") as daemon:
         drop_task(inbox, "d.toml", task_text(("d", "after the kills"), **common))
-        await wait_until(
-            lambda: has_result(tmp_path, "d"), seconds=60, what="job d", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "d", daemon, seconds=60)
         await wait_until(
             lambda: (state / "journal" / "c.done.json").exists(),
             seconds=30,
@@ -260,12 +258,10 @@ async def test_sigkill_mid_turn_on_a_websocket_resumes_the_turn(tmp_path: Path) 
     """SIGKILL of the daemon mid-turn on a websocket app-server it does not own: the turn
     goes on without it, and the next daemon resumes and reconciles it instead of re-sending
     the prompt (one `turn_started`, one `turn_reconciled`)."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     inbox = tmp_path / "inbox"
     state = tmp_path / "state"
-    async with open_scripted_provider() as provider:
-        ws_env = write_codex_home(tmp_path / "ws-home", base_url=provider.base_url)
+    async with scripted_codex_home(tmp_path / "ws-home") as ws_env:
         async with open_ws_app_server(ws_env, cwd=work) as url:
             config = write_daemon_config(
                 tmp_path, ws_connection("socket", url), scripted_model=False
@@ -284,9 +280,7 @@ async def test_sigkill_mid_turn_on_a_websocket_resumes_the_turn(tmp_path: Path) 
                 await daemon.kill()
             assert not (tmp_path / "results" / "w" / "result.json").exists()
             async with running_daemon(config, tmp_path, "life2") as daemon:
-                await wait_until(
-                    lambda: has_result(tmp_path, "w"), seconds=30, what="job w", watch=[daemon]
-                )
+                await wait_for_result(tmp_path, "w", daemon)
 
     result = result_of(tmp_path, "w")
     records = steps_of(tmp_path, "w")
@@ -310,8 +304,7 @@ async def test_result_written_but_not_journaled_is_closed_without_a_rerun(
 ) -> None:
     """A kill between writing result.json and journaling it: the next daemon does not run the
     job again, and closes its journal so that `status` shows it completed."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     inbox = tmp_path / "inbox"
     state = tmp_path / "state"
     config = write_daemon_config(tmp_path)
@@ -348,9 +341,7 @@ async def test_result_written_but_not_journaled_is_closed_without_a_rerun(
     async with running_daemon(config, tmp_path, "life2") as daemon:
         # A job dropped now ends after the recovered ones were submitted.
         drop_task(inbox, "d.toml", task_text(("d", "after the kill"), **common))
-        await wait_until(
-            lambda: has_result(tmp_path, "d"), seconds=30, what="job d", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "d", daemon)
         assert (tmp_path / "results" / "c" / "result.json").read_bytes() == result_bytes
         assert (tmp_path / "results" / "c" / "steps.jsonl").read_bytes() == steps_bytes
         status = json.loads((await run_cli("status", "-c", str(config), "--json")).stdout)
@@ -377,8 +368,7 @@ async def test_sigterm_mid_turn_exits_zero_and_the_next_start_finishes_the_job(
     The stop interrupts the turn on the server (`turn/interrupt`), so the next daemon reads
     it back `interrupted`, records `turn_lost` and sends the prompt again.
     """
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     inbox = tmp_path / "inbox"
     state = tmp_path / "state"
     grace = 1.0
@@ -410,9 +400,7 @@ async def test_sigterm_mid_turn_exits_zero_and_the_next_start_finishes_the_job(
     assert "turn_acknowledged" in events and "result_written" not in events
 
     async with running_daemon(config, tmp_path, "life2") as daemon:
-        await wait_until(
-            lambda: has_result(tmp_path, "slow"), seconds=30, what="job slow", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "slow", daemon)
     result = result_of(tmp_path, "slow")
     records = read_jsonl(steps)
     assert result["status"] == "completed", result
@@ -463,8 +451,7 @@ async def test_cancel_a_running_job_and_status_throughout(tmp_path: Path) -> Non
     """`orchestrator cancel` ends a running slow job `cancelled` within seconds, and
     `orchestrator status --json` shows the daemon's pid and the job's state before, during and
     after, and the jobs from the journals once the daemon has stopped."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     config = write_daemon_config(tmp_path)
     async with running_daemon(config, tmp_path, "daemon") as daemon:
         status = await read_status(config)
@@ -538,9 +525,7 @@ async def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Pa
             "after.toml",
             task_text(("after", "still here"), cwd=str(tmp_path / "work")),
         )
-        await wait_until(
-            lambda: has_result(tmp_path, "after"), seconds=30, what="job after", watch=[first]
-        )
+        await wait_for_result(tmp_path, "after", first)
         assert result_of(tmp_path, "after")["status"] == "completed"
 
 
@@ -555,15 +540,12 @@ async def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Pa
 async def test_a_later_file_reusing_a_job_id_is_rejected(tmp_path: Path) -> None:
     """A task file naming a job id the daemon already accepted is rejected whole, with an
     error naming the id, and the first job's records stay as they were."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = work_dir(tmp_path)
     inbox = tmp_path / "inbox"
     config = write_daemon_config(tmp_path)
     async with running_daemon(config, tmp_path, "daemon") as daemon:
         drop_task(inbox, "first.toml", task_text(("dup", "the first dup"), cwd=str(work)))
-        await wait_until(
-            lambda: has_result(tmp_path, "dup"), seconds=30, what="job dup", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "dup", daemon)
         before = (tmp_path / "results" / "dup" / "result.json").read_bytes()
         drop_task(
             inbox,
@@ -578,9 +560,7 @@ async def test_a_later_file_reusing_a_job_id_is_rejected(tmp_path: Path) -> None
         )
         # One more file, to be sure the daemon has finished with the rejected one.
         drop_task(inbox, "third.toml", task_text(("third", "later"), cwd=str(work)))
-        await wait_until(
-            lambda: has_result(tmp_path, "third"), seconds=30, what="job third", watch=[daemon]
-        )
+        await wait_for_result(tmp_path, "third", daemon)
 
     (rejected,) = (inbox / "rejected").glob("*.toml")
     assert rejected.name == "second.toml"

@@ -11,10 +11,9 @@ import pytest
 import trio
 
 from orchestrator.client import CodexClient, CodexTransportError, ThreadOptions
-from orchestrator.scripted import open_scripted_provider, write_codex_home
 from orchestrator.transport.stdio import StdioTransport
 from tests.daemon_helpers import wait_until
-from tests.real_server import codex_command, kill_group
+from tests.real_server import codex_command, kill_group, scripted_codex_home, work_dir
 
 pytestmark = pytest.mark.real_server
 
@@ -26,10 +25,10 @@ pytestmark = pytest.mark.real_server
     "within seconds; the stopped process group is killed, not left behind",
 )
 async def test_a_stopped_app_server_is_declared_hung(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    async with open_scripted_provider() as provider:
-        env = write_codex_home(tmp_path / "home", base_url=provider.base_url)
+    """A stdio app-server stopped mid-turn fails the turn within seconds saying it stopped
+    answering, and its process group is killed."""
+    work = work_dir(tmp_path)
+    async with scripted_codex_home(tmp_path / "home") as env:
         async with CodexClient.connect_stdio(
             codex_command(),
             env=env,

@@ -281,6 +281,16 @@ def snapshot(directory: Path) -> dict[str, str]:
     return found
 
 
+@contextlib.contextmanager
+def left_untouched(directory: Path) -> Iterator[None]:
+    """Run the block, an OSError from it allowed (a refusal), then check nothing under
+    `directory` changed."""
+    before = snapshot(directory)
+    with contextlib.suppress(OSError):
+        yield
+    assert snapshot(directory) == before
+
+
 Plant = Callable[[Path, Path, Path], None]
 
 
@@ -457,12 +467,10 @@ def sentinel(tmp_path: Path) -> Path:
 )
 def test_a_linked_daemon_lock_is_not_followed(tmp_path: Path, sentinel: Path) -> None:
     """Starting on a state dir whose daemon.lock is a link leaves the link's target alone."""
-    before = snapshot(sentinel)
     state = tmp_path / "state"
     _link(state / "daemon.lock", sentinel / "precious.txt")
-    with contextlib.suppress(OSError), daemon_lock(state):
+    with left_untouched(sentinel), daemon_lock(state):
         pass
-    assert snapshot(sentinel) == before
 
 
 @pytest.mark.fault(
@@ -474,12 +482,10 @@ def test_a_linked_rejection_error_file_is_not_followed(tmp_path: Path, sentinel:
     """Rejecting a file whose `.error` name is taken by a link writes nothing through it."""
     inbox = Inbox(tmp_path / "inbox")
     (inbox.rejected / "bad.error").symlink_to(sentinel / "written-through-a-link")
-    before = snapshot(sentinel)
     dropped = inbox.root / "bad.toml"
     dropped.write_text("not toml [")
-    with contextlib.suppress(OSError):
+    with left_untouched(sentinel):
         inbox.reject(dropped, ("bad.toml:1: syntax: bad",))
-    assert snapshot(sentinel) == before
 
 
 @pytest.mark.fault(
@@ -490,10 +496,8 @@ def test_a_linked_rejection_error_file_is_not_followed(tmp_path: Path, sentinel:
 def test_a_linked_control_directory_is_not_followed(tmp_path: Path, sentinel: Path) -> None:
     """A cancel request is never written through a linked state/control."""
     _link(tmp_path / "state" / "control", sentinel)
-    before = snapshot(sentinel)
-    with contextlib.suppress(OSError):
+    with left_untouched(sentinel):
         request_cancel(OrchestratorConfig.default(tmp_path).state_dir, "victim")
-    assert snapshot(sentinel) == before
 
 
 def test_a_linked_results_root_is_the_users_choice(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.journal import Journals
 from orchestrator.store.layout import ResultsLayout
 from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
+from tests.fake_app_server import answer_until_closed
 from tests.reliability import Figures
 
 SEED = 20240611
@@ -247,12 +248,9 @@ class FakeSocket:
         """Answer requests until the connection ends."""
         task_status.started()
         try:
-            while True:
-                try:
-                    text = await self.transport.receive()
-                except (trio.EndOfChannel, CodexTransportError):
-                    break
-                await self._handle(json.loads(text))
+            await answer_until_closed(
+                self.transport, self._handle, ends=(trio.EndOfChannel, CodexTransportError)
+            )
         finally:
             await self.close()
             for thread_id in [t for t, s in self.process.subscribers.items() if s is self]:

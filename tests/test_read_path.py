@@ -44,7 +44,7 @@ from orchestrator.transport.base import MessageTransport
 from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
 from orchestrator.transport.stdio import STDOUT_PIPE_BYTES, open_stdio_transport
 from orchestrator.transport.websocket import open_websocket_transport
-from tests.fake_app_server import FakeAppServer, FakeTurn
+from tests.fake_app_server import FakeAppServer, FakeTurn, trickling_turn
 
 THREAD = "thread-1"
 KNOWN_TURNS = ("turn-a", "turn-é\u2028", 'turn-"q"')
@@ -516,16 +516,7 @@ async def test_deltas_keep_a_turn_alive_without_being_parsed(
 ) -> None:
     """Deltas on the short path still restart the inactivity timer, and none is parsed in
     full."""
-
-    async def script(turn: FakeTurn) -> None:
-        await turn.accept()
-        for _ in range(6):
-            await trio.sleep(2)
-            await turn.notify("item/agentMessage/delta", itemId="m", delta="x")
-        await turn.item("agentMessage", "done")
-        await turn.complete()
-
-    batch_server.turn_script = script
+    batch_server.turn_script = trickling_turn(6)
     result = await batch_client.chat_once("q", inactivity_timeout=3)
     assert result.final_text == "done"
     assert full_parses  # the other messages were parsed

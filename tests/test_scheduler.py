@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from orchestrator.runtime.actor import ConnectionActor
 from orchestrator.runtime.pool import ActorPool
 from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.layout import ResultsLayout
-from orchestrator.transport.memory import memory_transport_pair
+from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
 from tests.fake_app_server import FakeAppServer, FakeTurn
 
 
@@ -59,14 +59,19 @@ class FakeFleet:
         self.nursery = nursery
         self.servers: dict[str, list[FakeAppServer]] = {}
 
+    def new_server(self, name: str, transport: MemoryTransport) -> FakeAppServer:
+        """The fake app-server of connection `name`'s next (re)connection."""
+        server = FakeAppServer(transport)
+        server.turn_script = directed_turn
+        return server
+
     def connector(
         self, name: str
     ) -> Callable[[ApprovalHandler], AbstractAsyncContextManager[CodexClient]]:
         @asynccontextmanager
         async def connect(handler: ApprovalHandler) -> AsyncIterator[CodexClient]:
             client_end, server_end = memory_transport_pair()
-            server = FakeAppServer(server_end)
-            server.turn_script = directed_turn
+            server = self.new_server(name, server_end)
             self.servers.setdefault(name, []).append(server)
             await self.nursery.start(server.serve)
             async with CodexClient.over(client_end, approval_handler=handler) as client:
@@ -116,6 +121,20 @@ async def run(
         summary = await scheduler.run()
         nursery.cancel_scope.cancel()
     return summary
+
+
+def kill_first_server_mid_turn(
+    fleet: FakeFleet, tmp_path: Path, job_id: str = "r"
+) -> Callable[[Scheduler], Awaitable[None]]:
+    """A `during` callback: once `job_id`'s turn has started, close connection `a`'s first
+    server."""
+
+    async def kill(scheduler: Scheduler) -> None:
+        while not any(r["kind"] == "turn_started" for r in records(tmp_path, job_id)):
+            await trio.sleep(0.5)
+        await fleet.servers["a"][0].close()
+
+    return kill
 
 
 def result(tmp_path: Path, job_id: str) -> dict[str, Any]:
@@ -327,13 +346,9 @@ async def test_retries_are_bounded(
 ) -> None:
     """With retries = 0, a lost connection fails the job and says why."""
     jobs = jobs_from(tmp_path, '[[jobs]]\nid = "r"\nprompt = "slow 10: x"\nretries = 0\n')
-
-    async def kill_first_server(scheduler: Scheduler) -> None:
-        while not any(r["kind"] == "turn_started" for r in records(tmp_path, "r")):
-            await trio.sleep(0.5)
-        await fleet.servers["a"][0].close()
-
-    await run(tmp_path, jobs, fleet.actors(["a"], 1), during=kill_first_server)
+    await run(
+        tmp_path, jobs, fleet.actors(["a"], 1), during=kill_first_server_mid_turn(fleet, tmp_path)
+    )
     outcome = result(tmp_path, "r")
     assert outcome["status"] == "failed"
     assert "connection lost" in outcome["error"]

@@ -6,19 +6,24 @@ tests/test_thread_busy_real.py."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from orchestrator.client import ApprovalHandler, CodexClient, CodexThreadBusyError
+from orchestrator.client import CodexClient, CodexThreadBusyError
 from orchestrator.runtime.runner import THREAD_BUSY_WAIT
-from orchestrator.transport.memory import memory_transport_pair
+from orchestrator.transport.memory import MemoryTransport, memory_transport_pair
 from tests.fake_app_server import FakeAppServer
-from tests.test_scheduler import FakeFleet, directed_turn, jobs_from, records, result, run
+from tests.test_scheduler import (
+    FakeFleet,
+    jobs_from,
+    kill_first_server_mid_turn,
+    records,
+    result,
+    run,
+)
 
 BUSY = {"code": -32600, "message": "thread t already has an active writer"}
 
@@ -30,31 +35,25 @@ class BusyAfterRestart(FakeFleet):
         super().__init__(nursery)
         self.refusals = refusals
 
-    def connector(
-        self, name: str
-    ) -> Callable[[ApprovalHandler], AbstractAsyncContextManager[CodexClient]]:
-        @asynccontextmanager
-        async def connect(handler: ApprovalHandler) -> AsyncIterator[CodexClient]:
-            client_end, server_end = memory_transport_pair()
-            server = FakeAppServer(server_end)
-            server.turn_script = directed_turn
-            if self.servers.get(name):
-                server.refusals["thread/resume"] = deque([BUSY] * self.refusals)
-            self.servers.setdefault(name, []).append(server)
-            await self.nursery.start(server.serve)
-            async with CodexClient.over(client_end, approval_handler=handler) as client:
-                yield client
-
-        return connect
+    def new_server(self, name: str, transport: MemoryTransport) -> FakeAppServer:
+        """A directed fake; after the first, one refusing `thread/resume` `refusals` times."""
+        server = super().new_server(name, transport)
+        if self.servers.get(name):
+            server.refusals["thread/resume"] = deque([BUSY] * self.refusals)
+        return server
 
 
-def kill_first_server_mid_turn(fleet: FakeFleet, tmp_path: Path) -> Callable[..., object]:
-    async def kill(scheduler: object) -> None:
-        while not any(r["kind"] == "turn_started" for r in records(tmp_path, "r")):
-            await trio.sleep(0.5)
-        await fleet.servers["a"][0].close()
-
-    return kill
+async def run_with_a_restart(
+    tmp_path: Path, nursery: trio.Nursery, refusals: int
+) -> BusyAfterRestart:
+    """Run job `r` (a slow turn, two retries) on connection `a`, its first server closed
+    mid-turn and the next refusing `thread/resume` `refusals` times; return the fleet."""
+    fleet = BusyAfterRestart(nursery, refusals=refusals)
+    jobs = jobs_from(tmp_path, '[[jobs]]\nid = "r"\nprompt = "slow 10: x"\nretries = 2\n')
+    await run(
+        tmp_path, jobs, fleet.actors(["a"], 1), during=kill_first_server_mid_turn(fleet, tmp_path)
+    )
+    return fleet
 
 
 async def test_the_error_is_typed(nursery: trio.Nursery) -> None:
@@ -78,11 +77,9 @@ async def test_the_error_is_typed(nursery: trio.Nursery) -> None:
 async def test_a_busy_thread_is_waited_for_then_resumed(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    fleet = BusyAfterRestart(nursery, refusals=3)
-    jobs = jobs_from(tmp_path, '[[jobs]]\nid = "r"\nprompt = "slow 10: x"\nretries = 2\n')
-    await run(
-        tmp_path, jobs, fleet.actors(["a"], 1), during=kill_first_server_mid_turn(fleet, tmp_path)
-    )
+    """A refused resume is retried with backoff until the thread is released; the job
+    completes and the wait is in its step log."""
+    fleet = await run_with_a_restart(tmp_path, nursery, refusals=3)
     assert result(tmp_path, "r")["status"] == "completed"
     kinds = [r["kind"] for r in records(tmp_path, "r")]
     assert kinds.count("thread_busy") == 1
@@ -102,12 +99,10 @@ async def test_a_busy_thread_is_waited_for_then_resumed(
 async def test_a_thread_held_for_good_fails_the_job_clearly(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    fleet = BusyAfterRestart(nursery, refusals=1000)
-    jobs = jobs_from(tmp_path, '[[jobs]]\nid = "r"\nprompt = "slow 10: x"\nretries = 2\n')
+    """A resume refused for good fails the job after a bounded wait, naming the thread and
+    why."""
     start = trio.current_time()
-    await run(
-        tmp_path, jobs, fleet.actors(["a"], 1), during=kill_first_server_mid_turn(fleet, tmp_path)
-    )
+    fleet = await run_with_a_restart(tmp_path, nursery, refusals=1000)
     outcome = result(tmp_path, "r")
     assert outcome["status"] == "failed"
     assert "already has an active writer" in outcome["error"]

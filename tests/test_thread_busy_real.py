@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.client import CodexClient, CodexThreadBusyError, ThreadOptions
-from orchestrator.scripted import open_scripted_provider, write_codex_home
-from tests.real_server import codex_command
+from tests.real_server import codex_command, scripted_codex_home, work_dir
 
 pytestmark = pytest.mark.real_server
 
@@ -20,10 +19,10 @@ pytestmark = pytest.mark.real_server
     "CodexThreadBusyError (already has an active writer); resume works once that process exits",
 )
 async def test_resume_is_refused_while_another_process_holds_the_thread(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    async with open_scripted_provider() as provider:
-        env = write_codex_home(tmp_path / "home", base_url=provider.base_url)
+    """Resuming a thread another app-server process holds raises `CodexThreadBusyError`; once
+    that process exits, the resume works and the thread takes another turn."""
+    work = work_dir(tmp_path)
+    async with scripted_codex_home(tmp_path / "home") as env:
         options = ThreadOptions(cwd=str(work), approval_policy="never")
         async with CodexClient.connect_stdio(codex_command(), env=env, cwd=str(work)) as holder:
             first = await holder.chat_once("hello", thread_options=options)

@@ -14,6 +14,7 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -72,6 +73,17 @@ def fake_server(action: str) -> list[str]:
     """argv of a fake app-server that runs `action` (indented Python) on each request."""
     body = textwrap.indent(textwrap.dedent(action).strip(), " " * 8).lstrip()
     return python(FAKE_SERVER.replace("ACTION", body))
+
+
+async def failed_request(
+    command: list[str], error: type[CodexTransportError] = CodexTransportError, **options: Any
+) -> CodexTransportError:
+    """The `error` that `thread/start` raises on a client of `command` (within PROMPTLY)."""
+    with trio.fail_after(PROMPTLY):
+        async with CodexClient.connect_stdio(command, **options) as client:
+            with pytest.raises(error) as caught:
+                await client.request("thread/start", {})
+    return caught.value
 
 
 def is_alive(pid: int) -> bool:
@@ -189,10 +201,7 @@ async def test_lines_before_an_oversized_one_are_still_delivered() -> None:
 async def test_oversized_response_fails_the_pending_request() -> None:
     """A pending `request` fails with `CodexMessageTooLargeError` when the answer is too big."""
     command = fake_server("answer(msg, {'blob': 'z' * 5000})")
-    with trio.fail_after(PROMPTLY):
-        async with CodexClient.connect_stdio(command, max_message_bytes=1000) as client:
-            with pytest.raises(CodexMessageTooLargeError):
-                await client.request("thread/start", {})
+    await failed_request(command, CodexMessageTooLargeError, max_message_bytes=1000)
 
 
 # -- stderr --------------------------------------------------------------------------------
@@ -269,11 +278,7 @@ async def test_exit_status_and_stderr_fail_the_pending_request_promptly() -> Non
         sys.exit(3)
         """
     )
-    with trio.fail_after(PROMPTLY):
-        async with CodexClient.connect_stdio(command) as client:
-            with pytest.raises(CodexTransportError) as caught:
-                await client.request("thread/start", {})
-    error = caught.value
+    error = await failed_request(command)
     assert error.exit_status == 3
     assert "exited with status 3" in str(error)
     assert "FATAL: config.toml is broken" in str(error)
@@ -287,13 +292,9 @@ async def test_exit_status_and_stderr_fail_the_pending_request_promptly() -> Non
 )
 async def test_death_by_signal_is_named() -> None:
     """A child killed by a signal fails the pending request with a message naming it."""
-    command = fake_server("os.kill(os.getpid(), signal.SIGKILL)")
-    with trio.fail_after(PROMPTLY):
-        async with CodexClient.connect_stdio(command) as client:
-            with pytest.raises(CodexTransportError) as caught:
-                await client.request("thread/start", {})
-    assert caught.value.exit_status == -signal.SIGKILL
-    assert "SIGKILL" in str(caught.value)
+    error = await failed_request(fake_server("os.kill(os.getpid(), signal.SIGKILL)"))
+    assert error.exit_status == -signal.SIGKILL
+    assert "SIGKILL" in str(error)
 
 
 @pytest.mark.fault(

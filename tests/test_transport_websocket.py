@@ -36,7 +36,6 @@ from orchestrator.errors import CodexMessageTooLargeError, CodexTransportError
 from orchestrator.transport.websocket import default_url, open_websocket_transport
 
 TOKEN = "s3cret-t0ken-value"
-
 Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
 
 
@@ -67,6 +66,28 @@ async def echo(request: trio_websocket.WebSocketRequest) -> None:
         pass
 
 
+def sending(*messages: str | bytes) -> Handler:
+    """A handler that accepts the upgrade, sends `messages`, then waits for the client to go."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        for message in messages:
+            await ws.send_message(message)
+        await trio.sleep_forever()
+
+    return handler
+
+
+def recording_headers(seen: list[list[tuple[bytes, bytes]]]) -> Handler:
+    """An echoing handler that first appends the upgrade request's headers to `seen`."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        seen.append(list(request.headers))
+        await echo(request)
+
+    return handler
+
+
 def app_server(on_request: Callable[[trio_websocket.WebSocketConnection, dict[str, Any]], Any]):
     """A websocket app-server answering `initialize`; other requests go to `on_request`."""
 
@@ -83,6 +104,21 @@ def app_server(on_request: Callable[[trio_websocket.WebSocketConnection, dict[st
             pass
 
     return handler
+
+
+async def failed_request(
+    on_request: Callable[[trio_websocket.WebSocketConnection, dict[str, Any]], Any],
+    error: type[CodexTransportError] = CodexTransportError,
+    **options: Any,
+) -> CodexTransportError:
+    """The `error` that `thread/start` raises on a client of an `app_server(on_request)`."""
+    async with (
+        serving(app_server(on_request)) as url,
+        CodexClient.connect_websocket(url, ping_interval=None, **options) as client,
+    ):
+        with pytest.raises(error) as caught:
+            await client.request("thread/start", {})
+    return caught.value
 
 
 def header(headers: list[tuple[bytes, bytes]], name: str) -> list[str]:
@@ -162,13 +198,7 @@ async def test_a_batch_goes_out_as_frames_of_their_own() -> None:
 )
 async def test_binary_frames_are_ignored() -> None:
     """A binary frame from the server is skipped; the next text frame is delivered."""
-
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.send_message(b"\x00binary")
-        await ws.send_message('{"after": "binary"}')
-        await trio.sleep_forever()
-
+    handler = sending(b"\x00binary", '{"after": "binary"}')
     async with serving(handler) as url, open_websocket_transport(url) as transport:
         assert await transport.receive() == '{"after": "binary"}'
 
@@ -180,11 +210,7 @@ async def test_upgrade_carries_the_bearer_token_and_no_origin_or_extensions(
     """The upgrade request has `Authorization: Bearer <token>`, no `Origin`, and offers no
     compression."""
     seen: list[list[tuple[bytes, bytes]]] = []
-
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        seen.append(list(request.headers))
-        await echo(request)
-
+    handler = recording_headers(seen)
     token = TOKEN if source == "argument" else None
     if source == "environment":
         monkeypatch.setenv("CODEX_APP_SERVER_TOKEN", TOKEN)
@@ -203,12 +229,7 @@ async def test_no_token_means_no_authorization_header(monkeypatch: pytest.Monkey
     """Without a token argument or `CODEX_APP_SERVER_TOKEN`, no `Authorization` is sent."""
     monkeypatch.delenv("CODEX_APP_SERVER_TOKEN", raising=False)
     seen: list[list[tuple[bytes, bytes]]] = []
-
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        seen.append(list(request.headers))
-        await echo(request)
-
-    async with serving(handler) as url, open_websocket_transport(url):
+    async with serving(recording_headers(seen)) as url, open_websocket_transport(url):
         pass
     assert header(seen[0], "Authorization") == []
 
@@ -273,12 +294,9 @@ async def test_server_close_fails_the_pending_request_with_the_code() -> None:
     async def close(ws: trio_websocket.WebSocketConnection, message: dict[str, Any]) -> None:
         await ws.aclose(code=4001, reason="shutting down")
 
-    async with serving(app_server(close)) as url:
-        async with CodexClient.connect_websocket(url, ping_interval=None) as client:
-            with pytest.raises(CodexTransportError) as caught:
-                await client.request("thread/start", {})
-    assert "4001" in str(caught.value)
-    assert "shutting down" in str(caught.value)
+    error = await failed_request(close)
+    assert "4001" in str(error)
+    assert "shutting down" in str(error)
 
 
 @pytest.mark.fault(
@@ -292,13 +310,8 @@ async def test_message_over_the_limit_closes_with_1009() -> None:
     async def big(ws: trio_websocket.WebSocketConnection, message: dict[str, Any]) -> None:
         await ws.send_message(json.dumps({"id": message["id"], "result": "z" * 5000}))
 
-    async with (
-        serving(app_server(big)) as url,
-        CodexClient.connect_websocket(url, max_message_bytes=1000, ping_interval=None) as client,
-    ):
-        with pytest.raises(CodexMessageTooLargeError) as caught:
-            await client.request("thread/start", {})
-    assert "1009" in str(caught.value)
+    error = await failed_request(big, CodexMessageTooLargeError, max_message_bytes=1000)
+    assert "1009" in str(error)
 
 
 @pytest.mark.fault(
@@ -308,14 +321,8 @@ async def test_message_over_the_limit_closes_with_1009() -> None:
 )
 async def test_message_over_the_limit_on_the_transport() -> None:
     """The transport itself raises `CodexMessageTooLargeError` for an oversized frame."""
-
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.send_message("x" * 2000)
-        await trio.sleep_forever()
-
     async with (
-        serving(handler) as url,
+        serving(sending("x" * 2000)) as url,
         open_websocket_transport(url, max_message_bytes=1000, ping_interval=None) as transport,
     ):
         with pytest.raises(CodexMessageTooLargeError):

@@ -197,6 +197,26 @@ async def witness_death(client: CodexClient, phase: str, asked: trio.Event | Non
     return death
 
 
+class Deliberation:
+    """An approval handler that never decides: it records each request, sets `asked`, and
+    sets `ended` once it is cancelled."""
+
+    def __init__(self) -> None:
+        self.asked = trio.Event()
+        self.ended = trio.Event()
+        self.requests: list[ServerRequest] = []
+
+    async def __call__(self, request: ServerRequest) -> Mapping[str, Any]:
+        """Deliberate on `request` until cancelled."""
+        self.requests.append(request)
+        self.asked.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.ended.set()
+        raise AssertionError("unreachable")
+
+
 def user_sees(error: BaseException) -> str:
     """An error's first line as a user reads it, with pids and ports made stable."""
     first = str(error).splitlines()[0] if str(error) else repr(error)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,11 @@ from orchestrator.client import (
     CodexClient,
     CodexMessageTooLargeError,
     CodexTransportError,
-    ServerRequest,
     ThreadOptions,
 )
 from orchestrator.scripted import ScriptedProvider, open_scripted_provider, write_codex_home
 from orchestrator.transport.stdio import StdioTransport
-from tests.faults.harness import PROMPTLY, bystander, open_endpoint, user_sees
+from tests.faults.harness import PROMPTLY, Deliberation, bystander, open_endpoint, user_sees
 from tests.real_server import codex_command, open_ws_app_server
 from tests.reliability import Figures
 
@@ -168,18 +167,7 @@ async def test_killed_mid_turn(real: RealServer, figures: Figures) -> None:
 async def test_killed_during_a_pending_approval(real: RealServer, figures: Figures) -> None:
     """Killing the real server while its approval request is with our handler fails the turn
     at once, cancels the handler when the client is left, and runs nothing."""
-    asked, handler_ended = trio.Event(), trio.Event()
-    seen: list[ServerRequest] = []
-
-    async def deliberate(request: ServerRequest) -> Mapping[str, Any]:
-        seen.append(request)
-        asked.set()
-        try:
-            await trio.sleep_forever()
-        finally:
-            handler_ended.set()
-        raise AssertionError("unreachable")
-
+    deliberate = Deliberation()
     failures: list[CodexTransportError] = []
     with trio.fail_after(60):
         async with open_endpoint("stdio") as endpoint, bystander(endpoint) as other:
@@ -196,18 +184,18 @@ async def test_killed_during_a_pending_approval(real: RealServer, figures: Figur
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(turn)
-                    await asked.wait()
+                    await deliberate.asked.wait()
                     killed_at = trio.current_time()
                     real.signal(client, signal.SIGKILL)
                 latency = trio.current_time() - killed_at
                 leaving = trio.current_time()
             left_after = trio.current_time() - leaving
             await other.finish()
-    assert [r.method for r in seen] == ["item/commandExecution/requestApproval"]
+    assert [r.method for r in deliberate.requests] == ["item/commandExecution/requestApproval"]
     [error] = failures
     _check_killed(real, error)
     assert latency < PROMPTLY and left_after < PROMPTLY
-    assert handler_ended.is_set()
+    assert deliberate.ended.is_set()
     assert not (real.workdir / "escalated.txt").exists()
     figures.record("failure latency", round(latency * 1000), "ms")
 

@@ -14,7 +14,7 @@ connection with a turn in flight completes it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,10 +22,11 @@ import pytest
 import trio
 
 import orchestrator.transport.stdio as stdio
-from orchestrator.client import CodexTransportError, ServerRequest
+from orchestrator.client import CodexTransportError
 from tests.faults.harness import (
     PROMPTLY,
     Bystander,
+    Deliberation,
     Endpoint,
     bystander,
     dying_plan,
@@ -109,16 +110,7 @@ async def _bystander_beside(endpoint: Endpoint, *, separate: bool) -> AsyncItera
 async def test_server_stops(transport: str, how: str, phase: str, figures: Figures) -> None:
     """The server stopping at this phase fails every waiting call at once with an error saying
     how it ended; nothing hangs and another connection is unaffected."""
-    asked, handler_ended = trio.Event(), trio.Event()
-
-    async def deliberate(request: ServerRequest) -> Mapping[str, Any]:
-        asked.set()
-        try:
-            await trio.sleep_forever()
-        finally:
-            handler_ended.set()
-        raise AssertionError("unreachable")
-
+    deliberate = Deliberation()
     separate = (transport, how) == ("websocket", "kill")
     with trio.fail_after(30):
         async with (
@@ -126,7 +118,7 @@ async def test_server_stops(transport: str, how: str, phase: str, figures: Figur
             _bystander_beside(endpoint, separate=separate) as other,
         ):
             async with endpoint.connect(approval_handler=deliberate) as client:
-                death = await witness_death(client, phase, asked)
+                death = await witness_death(client, phase, deliberate.asked)
                 later_started = trio.current_time()
                 with pytest.raises(CodexTransportError) as later:
                     await client.request("thread/start", {})
@@ -141,7 +133,7 @@ async def test_server_stops(transport: str, how: str, phase: str, figures: Figur
     assert death.latency < PROMPTLY
     assert left_after < PROMPTLY
     if phase == "approval":
-        assert handler_ended.is_set()  # cancelled when the block was left
+        assert deliberate.ended.is_set()  # cancelled when the block was left
     figures.record("failure latency", round(death.latency * 1000), "ms")
     figures.record("user sees", user_sees(later.value))
 

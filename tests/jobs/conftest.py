@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import ConfigError
+
 WriteFile = Callable[[str, str], str]
 
 
@@ -23,3 +25,12 @@ def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteFile:
         return name
 
     return write_file
+
+
+def assert_problems_start_with(error: ConfigError, expected: list[str]) -> None:
+    """`error` lists exactly one problem per prefix of `expected`, each starting with it, in
+    order."""
+    problems = error.problems
+    assert len(problems) == len(expected), problems
+    for problem, prefix in zip(problems, expected, strict=True):
+        assert problem.startswith(prefix), (problem, prefix)

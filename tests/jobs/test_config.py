@@ -15,7 +15,7 @@ from orchestrator.config import (
 from orchestrator.errors import ConfigError
 from orchestrator.jobs import load_task_files
 from orchestrator.jobs.load import validate_jobs_against_config
-from tests.jobs.conftest import WriteFile
+from tests.jobs.conftest import WriteFile, assert_problems_start_with
 
 
 def test_no_config_file_gives_the_default(write: WriteFile, tmp_path: Path) -> None:
@@ -187,10 +187,7 @@ def test_invalid_config_files(write: WriteFile, text: str, expected: list[str]) 
     name = write("c.toml", text)
     with pytest.raises(ConfigError) as caught:
         load_config(name)
-    problems = caught.value.problems
-    assert len(problems) == len(expected), problems
-    for problem, prefix in zip(problems, expected, strict=True):
-        assert problem.startswith(prefix), (problem, prefix)
+    assert_problems_start_with(caught.value, expected)
 
 
 def test_missing_config_file(write: WriteFile) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.jobs import load_task_file, load_task_files
-from tests.jobs.conftest import WriteFile
+from tests.jobs.conftest import WriteFile, assert_problems_start_with
 
 JOB = '[[jobs]]\nid = "ok"\nprompt = "p"\n'
 
@@ -254,11 +254,8 @@ def test_invalid_task_files(write: WriteFile, files: dict[str, str], expected: l
     names = [write(name, text) for name, text in files.items()]
     with pytest.raises(ConfigError) as caught:
         load_task_files(names)
-    problems = caught.value.problems
-    assert len(problems) == len(expected), problems
-    for problem, prefix in zip(problems, expected, strict=True):
-        assert problem.startswith(prefix), (problem, prefix)
-    assert str(caught.value) == "\n".join(problems)
+    assert_problems_start_with(caught.value, expected)
+    assert str(caught.value) == "\n".join(caught.value.problems)
 
 
 def test_at_least_fourteen_kinds() -> None:

@@ -18,6 +18,9 @@ from orchestrator.scripted.sse import SseStep, encode_event, error_body, split_t
 
 from .helpers import body_for, user
 
+# How every stream starts, whatever the reply.
+STARTED = ["response.created", "response.in_progress"]
+
 
 def steps_for(prompt: str) -> list[SseStep]:
     reply = Script().plan(body_for(user(prompt)), ItemIds())
@@ -59,8 +62,7 @@ def test_echo_stream_has_the_events_codex_needs() -> None:
     """A message reply goes created, item added, deltas, item done, completed with usage."""
     steps = steps_for("hello world")
     assert [s.event for s in steps] == [
-        "response.created",
-        "response.in_progress",
+        *STARTED,
         "response.output_item.added",
         "response.content_part.added",
         "response.output_text.delta",
@@ -131,7 +133,7 @@ def test_think_pauses_once_before_the_first_output() -> None:
     steps = steps_for("think 1.5: reason: x")
     delayed = [(index, s.event, s.delay) for index, s in enumerate(steps) if s.delay]
     assert delayed == [(2, "response.output_item.added", 1.5)]
-    assert [s.event for s in steps[:2]] == ["response.created", "response.in_progress"]
+    assert [s.event for s in steps[:2]] == STARTED
 
 
 def test_final_sets_phase_on_both_messages() -> None:
@@ -145,11 +147,7 @@ def test_final_sets_phase_on_both_messages() -> None:
 def test_failure_stream_ends_with_response_failed() -> None:
     """`fail:` starts the response, then fails it with the scripted message."""
     steps = steps_for("fail: meltdown")
-    assert [s.event for s in steps] == [
-        "response.created",
-        "response.in_progress",
-        "response.failed",
-    ]
+    assert [s.event for s in steps] == [*STARTED, "response.failed"]
     (failed,) = of_type(steps, "response.failed")
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["message"] == "meltdown"
